@@ -1,0 +1,234 @@
+"""`rulebook` command line: ingest, ask, eval, serve, slack."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from assistant.config import Settings, load_settings
+from assistant.errors import RulebookError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    help="Answers questions about your rulebook, citing the clause that applies.\n\n"
+    "Example: rulebook ingest examples/rulebook && rulebook ask '客户咨询多久内要答复？'",
+)
+out = Console()
+err = Console(stderr=True)
+log = logging.getLogger("rulebook")
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Index folder (default: RULEBOOK_DATA_DIR, else ./.rulebook)."),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    return load_settings(data_dir=data_dir)
+
+
+def _run(fn: Callable[[], Any]) -> Any:
+    """Turn domain errors into one red line and exit code 1; anything else is logged, code 2."""
+    try:
+        return fn()
+    except RulebookError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/yellow]")
+        raise typer.Exit(130) from None
+    except Exception as exc:  # never a stack trace on the terminal; the log has it
+        log.exception("unexpected error")
+        err.print(f"[red]internal error:[/red] {exc.__class__.__name__}: {exc} "
+                  "(run with RULEBOOK_LOG=debug for details)")
+        raise typer.Exit(2) from None
+
+
+class _RichProgress:
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: Any = None
+
+    def start(self, phase: str, total: int) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, completed=self.progress.tasks[self.task].total)
+        self.task = self.progress.add_task(phase, total=max(total, 1))
+
+    def advance(self, n: int = 1) -> None:
+        if self.task is not None:
+            self.progress.advance(self.task, n)
+
+
+@app.command()
+def ingest(
+    directory: Annotated[Path, typer.Argument(help="Folder of rule documents (.md .txt .docx .pdf .html).")],
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Make the index mirror DIRECTORY: new and changed files indexed, deleted ones removed.
+
+    Example: rulebook ingest examples/rulebook --data-dir .rulebook
+    """
+    from ingest.pipeline import ingest as run_ingest
+
+    settings = _settings(data_dir)
+
+    def go():  # type: ignore[no-untyped-def]
+        with Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err, transient=as_json,
+                      disable=not err.is_terminal and not as_json) as bar:
+            return run_ingest(directory, settings, _RichProgress(bar))
+
+    report = _run(go)
+    if as_json:
+        out.print_json(json.dumps(report.to_dict(), ensure_ascii=False))
+        return
+    state = "updated" if report.changed else "already up to date"
+    table = Table(title=f"Index {report.generation} ({state}, {report.seconds:.1f} s)")
+    for col in ("documents", "clauses", "chunks", "added", "updated", "removed", "unchanged",
+                "skipped"):
+        table.add_column(col, justify="right")
+    table.add_row(*(str(x) for x in (report.documents, report.clauses, report.chunks,
+                                      len(report.added), len(report.updated), len(report.removed),
+                                      len(report.unchanged), len(report.skipped))))
+    out.print(table)
+    for s in report.skipped:
+        out.print(f"[yellow]skipped[/yellow] {s['source']}: {s['reason']}")
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question, in Chinese or English.")],
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+    history: Annotated[list[str] | None, typer.Option(
+        "--history", help="An earlier question of the conversation (repeatable, oldest first).")] = None,
+) -> None:
+    """Answer QUESTION from the rulebook, citing the clause it comes from.
+
+    Example: rulebook ask "年假可以留到明年吗？" --json
+    """
+    from assistant.core import build_assistant
+    from assistant.schema import Turn
+
+    settings = _settings(data_dir)
+    turns = [Turn(question=h) for h in (history or [])]
+    answer = _run(lambda: build_assistant(settings).answer(question, turns))
+    if as_json:
+        out.print_json(json.dumps(answer.to_dict(), ensure_ascii=False))
+        return
+    style = "green" if answer.grounded else "yellow"
+    out.print(f"[{style}]{answer.answer}[/{style}]")
+    for c in answer.citations:
+        out.print(f"[bold][{c.n}][/bold] {c.document} › {' › '.join(c.path)}  [dim]({c.source})[/dim]")
+    if not answer.grounded and answer.retrieved:
+        out.print("[dim]closest clauses: " + "; ".join(
+            f"{h.clause.source} {h.clause.label}" for h in answer.retrieved[:3]) + "[/dim]")
+    out.print(f"[dim]{answer.timings_ms.get('total', 0):.0f} ms[/dim]")
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.3f}" if v <= 1.0 else f"{v:.0f}"
+    return str(v)
+
+
+METRIC_COLUMNS = ["cases", "hit@1", "hit@5", "mrr@10", "recall@5", "citation_precision",
+                  "any_expected_cited", "refusal_precision", "refusal_recall", "wrongly_refused",
+                  "must_contain", "latency_p50_ms", "latency_p95_ms"]
+
+
+def metrics_table(metrics: dict[str, dict[str, Any]], title: str) -> Table:
+    """One column per case file (and overall), one row per metric: fits a terminal."""
+    table = Table(title=title)
+    table.add_column("metric")
+    names = list(metrics)
+    for name in names:
+        table.add_column(name.removesuffix(".jsonl"), justify="right",
+                         style="bold" if name == "overall" else None)
+    for col in METRIC_COLUMNS:
+        table.add_row(col.replace("_", " "), *(_fmt(metrics[n].get(col)) for n in names))
+    return table
+
+
+@app.command("eval")
+def evaluate(
+    paths: Annotated[list[Path], typer.Argument(help="Case files (.jsonl) or folders of them.")],
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write per-case results as JSON.")] = None,
+    use_data_dir: Annotated[bool, typer.Option(
+        "--use-data-dir", help="Evaluate every file against --data-dir, ignoring corpora.json.")] = False,
+) -> None:
+    """Score retrieval, citations and refusals on eval cases (see eval/cases/).
+
+    Example: rulebook eval eval/cases/ --out eval-results.json
+    """
+    from assistant.core import build_assistant
+    from eval.runner import run
+    from ingest.pipeline import ingest as run_ingest
+
+    settings = _settings(data_dir)
+    embedders: dict[str, Any] = {}
+
+    def make(local: Settings):  # type: ignore[no-untyped-def]
+        from assistant.embeddings import make_embedder
+
+        if local.embedding not in embedders:
+            embedders[local.embedding] = make_embedder(local.embedding)
+        return build_assistant(local, embedder=embedders[local.embedding])
+
+    def go():  # type: ignore[no-untyped-def]
+        with Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err, transient=True,
+                      disable=not err.is_terminal) as bar:
+            task = bar.add_task("Evaluating", total=None)
+
+            def ingest_corpus(folder: Path, local: Settings) -> None:
+                bar.update(task, description=f"Indexing {folder.name}"[:18])
+                run_ingest(folder, local)
+                bar.update(task, description="Evaluating")
+
+            return run(paths, settings, make, ingest_corpus,
+                       on_case=lambda _r: bar.advance(task), use_data_dir=use_data_dir)
+
+    result = _run(go)
+    data = result.to_dict()
+    if out_file:
+        out_file.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+    if as_json:
+        out.print_json(json.dumps(data, ensure_ascii=False))
+        return
+    out.print(metrics_table(data["metrics"], "Evaluation"))
+    for name, reason in data["skipped"].items():
+        out.print(f"[yellow]skipped[/yellow] {name}: {reason}")
+    if not result.results:
+        err.print("[red]error:[/red] no case was evaluated")
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    import os
+
+    level = os.environ.get("RULEBOOK_LOG", "warning").upper()
+    logging.basicConfig(level=getattr(logging, level, logging.WARNING), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""From ranked clauses to an answer: evidence gate, composer, citation check.
+
+The gate and the check are code, not prompt instructions: below the gate no composer runs and
+the user is told whom to ask; above it, every quote that reaches the user has been verified as a
+(normalised) substring of the clause it cites.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from assistant.prompts import Prompts
+from assistant.retrieval import QueryPlan
+from assistant.schema import Citation, Hit
+from assistant.text import Tokenizer, is_verbatim, sentences
+
+log = logging.getLogger(__name__)
+
+# Calibrated on the eval cases of the sample rulebook and the seed pages (see eval/REPORT.md):
+# the threshold that keeps wrongly refused answerable questions at or under 5 %.
+DEFAULT_GATE_THRESHOLD = 0.5
+# A further clause is cited when its fused score is at least this share of the best one's.
+ALSO_CITE_RATIO = 0.9
+_LABEL_PREFIX = re.compile(r"^第[一二三四五六七八九十百千零〇两\d]+条(?:之[一二三四五六七八九十]+)?[\s\u3000]*")
+SHORT_CLAUSE = 160
+MAX_QUOTE = 260
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a composer may use: the question, the retrieval plan and the gated clauses."""
+
+    question: str
+    plan: QueryPlan
+    hits: tuple[Hit, ...]
+    chinese: bool
+
+
+@dataclass(frozen=True)
+class Draft:
+    text: str
+    citations: tuple[Citation, ...]
+    composer: str
+    notes: tuple[str, ...] = field(default=())
+
+
+class Composer(Protocol):
+    name: str
+
+    def compose(self, evidence: Evidence) -> Draft: ...
+
+
+class EvidenceGate:
+    """Decides whether the best clauses are evidence enough to answer.
+
+    Confidence mixes the two legs: the best cosine similarity of the top clauses (vectors
+    understand paraphrase and English) and the IDF-weighted share of the question's terms found
+    in the top clause (BM25's view: are the specific things asked about there at all?). Either
+    leg alone is fooled — "你好" is close to everything in e5 space, and a near-miss question
+    shares its topic words with the rulebook — so both must agree enough.
+    """
+
+    SEM_FLOOR = 0.80
+    SEM_CEIL = 0.92
+
+    def __init__(self, threshold: float = DEFAULT_GATE_THRESHOLD) -> None:
+        self.threshold = threshold
+
+    def confidence(self, hits: list[Hit] | tuple[Hit, ...]) -> float:
+        if not hits:
+            return 0.0
+        top = hits[:3]
+        sem = max(h.semantic for h in top)
+        sem_score = min(1.0, max(0.0, (sem - self.SEM_FLOOR) / (self.SEM_CEIL - self.SEM_FLOOR)))
+        cov = max(h.coverage for h in top)
+        return 0.5 * sem_score + 0.5 * cov
+
+    def passes(self, hits: list[Hit] | tuple[Hit, ...]) -> bool:
+        return self.confidence(hits) >= self.threshold
+
+
+class ExtractiveComposer:
+    """Offline composer: the most relevant sentences of the best clause(s), quoted exactly."""
+
+    name = "extractive"
+
+    def __init__(self, tokenizer: Tokenizer, prompts: Prompts, idf: dict[str, float] | None = None,
+                 max_citations: int = 3) -> None:
+        self.tokenizer = tokenizer
+        self.prompts = prompts
+        self.idf = idf or {}
+        self.max_citations = max_citations
+
+    def choose(self, hits: tuple[Hit, ...]) -> list[Hit]:
+        chosen = [hits[0]]
+        for h in hits[1 : self.max_citations]:
+            if h.score >= ALSO_CITE_RATIO * hits[0].score:
+                chosen.append(h)
+        return chosen
+
+    def quote(self, text: str, plan: QueryPlan) -> str:
+        """The best run of sentences of a clause for this question, as written."""
+        body_start = _LABEL_PREFIX.match(text)
+        offset = body_start.end() if body_start else 0
+        body = text[offset:]
+        if len(body) <= SHORT_CLAUSE and "\n" not in body.strip():
+            return body.strip()
+        spans = sentences(body)
+        if not spans:
+            return body.strip()
+        wanted = set(plan.tokens)
+        scores = []
+        for s, e in spans:
+            toks = set(self.tokenizer.tokens(body[s:e]))
+            scores.append(sum(self.idf.get(t, 1.0) for t in toks & wanted))
+        best = max(range(len(spans)), key=lambda i: (scores[i], -i))
+        start, end = spans[best]
+        # A lead-in ending in a colon ("有下列情形之一的：") is useless without its items.
+        j = best
+        while body[start:end].rstrip().endswith(("：", ":")) and j + 1 < len(spans):
+            j += 1
+            if spans[j][1] - start > MAX_QUOTE:
+                break
+            end = spans[j][1]
+        # A very short sentence reads better with its neighbour when that also matches.
+        if end - start < 40 and best + 1 < len(spans) and scores[best + 1] > 0:
+            if spans[best + 1][1] - start <= MAX_QUOTE:
+                end = spans[best + 1][1]
+        return body[start:end].strip()
+
+    def compose(self, evidence: Evidence) -> Draft:
+        parts: list[str] = []
+        citations: list[Citation] = []
+        for n, hit in enumerate(self.choose(evidence.hits), start=1):
+            c = hit.clause
+            q = self.quote(c.text, evidence.plan)
+            citations.append(Citation(n=n, clause_id=c.clause_id, document=c.document,
+                                      source=c.source, clause=c.label, path=c.path, quote=q))
+            template = self.prompts.lang("answer_extractive" if n == 1 else "answer_also",
+                                         evidence.chinese)
+            parts.append(self.prompts.render(template, document=c.document, clause=c.label,
+                                             quote=_one_line(q), n=n))
+        return Draft(text="\n".join(parts), citations=tuple(citations), composer=self.name)
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"\s*\n\s*", " ", text)
+
+
+def verify_citations(draft: Draft, hits: tuple[Hit, ...]) -> tuple[Draft, list[str]]:
+    """Keep only citations whose clause was in the evidence and whose quote is in that clause."""
+    by_id = {h.clause.clause_id: h.clause for h in hits}
+    kept: list[Citation] = []
+    problems: list[str] = []
+    for cit in draft.citations:
+        clause = by_id.get(cit.clause_id)
+        if clause is None:
+            problems.append(f"[{cit.n}] cites a clause outside the evidence")
+        elif not is_verbatim(cit.quote, clause.text):
+            problems.append(f"[{cit.n}] quote is not in {clause.label}")
+        else:
+            kept.append(cit)
+    for p in problems:
+        log.warning("citation dropped: %s", p)
+    return Draft(draft.text, tuple(kept), draft.composer, draft.notes + tuple(problems)), problems

