@@ -18,9 +18,9 @@ from assistant.answering import (
     DEFAULT_GATE_THRESHOLD,
     Composer,
     Draft,
+    Evidence,
     EvidenceGate,
     ExtractiveComposer,
-    Evidence,
     verify_citations,
 )
 from assistant.config import Settings

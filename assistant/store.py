@@ -131,8 +131,9 @@ class VectorStore:
         """Remove a generation's collection from a Chroma server (embedded ones go with the dir)."""
         if not chroma_url:
             return
-        import chromadb
         from urllib.parse import urlparse
+
+        import chromadb
 
         u = urlparse(chroma_url)
         client = chromadb.HttpClient(host=u.hostname or "127.0.0.1", port=u.port or 8000,

@@ -55,7 +55,7 @@ def _is_chrome(line: str) -> tuple[bool, bool]:
 
 def is_qa_page(text: str) -> bool:
     """Whether text looks like a scraped Q&A page (answer badges, "1年前 -" stamps, share links)."""
-    stamps = sum(1 for line in text.split("\n") if _is_chrome(line.strip())[1] and _is_chrome(line.strip())[0])
+    stamps = sum(1 for line in text.split("\n") if _is_chrome(line.strip()) == (True, True))
     return sum(text.count(m) for m in _MARKERS) + stamps >= 2
 
 

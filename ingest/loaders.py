@@ -28,37 +28,48 @@ def decode_text(data: bytes) -> tuple[str, str]:
     Returns (text, encoding name). Raises UnsupportedFile when no encoding fits.
     """
     if data.startswith(codecs.BOM_UTF8):
-        return data[3:].decode("utf-8", errors="strict"), "utf-8-sig"
+        try:
+            return data[3:].decode("utf-8"), "utf-8-sig"
+        except UnicodeDecodeError as exc:
+            raise UnsupportedFile(f"broken UTF-8 text ({exc.reason})") from exc
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         try:
             return data.decode("utf-16"), "utf-16"
         except UnicodeDecodeError as exc:
             raise UnsupportedFile(f"broken UTF-16 text ({exc.reason})") from exc
-    # UTF-16 without a BOM: ASCII-range characters leave NUL bytes in every other position.
-    if len(data) >= 4 and data.count(0) >= len(data) // 4:
-        even_nuls = data[0::2].count(0)
-        odd_nuls = data[1::2].count(0)
-        guess = "utf-16-le" if odd_nuls > even_nuls else "utf-16-be"
-        try:
-            return data.decode(guess), guess
-        except UnicodeDecodeError:
-            pass
     try:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         pass
-    try:
-        text = data.decode("gb18030")
-    except UnicodeDecodeError:
-        text = ""
-    if text and _looks_like_text(text):
-        return text, "gb18030"
+    # Without a BOM, GB18030 and UTF-16 can both decode the same bytes "successfully"; keep the
+    # reading that looks most like real text (CJK, ASCII, common punctuation).
+    best: tuple[float, str, str] | None = None
+    for encoding in ("gb18030", "utf-16-le", "utf-16-be"):
+        if encoding.startswith("utf-16") and len(data) % 2:
+            continue
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        score = _plausibility(text)
+        if best is None or score > best[0]:
+            best = (score, text, encoding)
+    if best is not None and best[0] >= 0.9 and _looks_like_text(best[1]):
+        return best[1], best[2]
     from charset_normalizer import from_bytes
 
-    best = from_bytes(data).best()
-    if best is not None and _looks_like_text(str(best)):
-        return str(best), best.encoding
+    guess = from_bytes(data).best()
+    if guess is not None and _looks_like_text(str(guess)):
+        return str(guess), codecs.lookup(guess.encoding).name
     raise UnsupportedFile("not readable as text (unknown encoding or binary data)")
+
+
+_COMMON = re.compile(r"[\u4e00-\u9fff\u3000-\u303f\uff00-\uffef\x20-\x7e\n\r\t\u2010-\u201f]")
+
+
+def _plausibility(text: str) -> float:
+    """Share of characters that are common in rule documents."""
+    return len(_COMMON.findall(text)) / len(text) if text else 0.0
 
 
 def _looks_like_text(text: str) -> bool:

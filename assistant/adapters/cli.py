@@ -83,7 +83,7 @@ def ingest(
     """
     from ingest.pipeline import ingest as run_ingest
 
-    settings = _settings(data_dir)
+    settings = _run(lambda: _settings(data_dir))
 
     def go():  # type: ignore[no-untyped-def]
         with Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
@@ -97,12 +97,14 @@ def ingest(
         return
     state = "updated" if report.changed else "already up to date"
     table = Table(title=f"Index {report.generation} ({state}, {report.seconds:.1f} s)")
-    for col in ("documents", "clauses", "chunks", "added", "updated", "removed", "unchanged",
-                "skipped"):
-        table.add_column(col, justify="right")
-    table.add_row(*(str(x) for x in (report.documents, report.clauses, report.chunks,
-                                      len(report.added), len(report.updated), len(report.removed),
-                                      len(report.unchanged), len(report.skipped))))
+    table.add_column("")
+    table.add_column("count", justify="right")
+    for name, value in (("documents", report.documents), ("clauses", report.clauses),
+                        ("chunks", report.chunks), ("added", len(report.added)),
+                        ("updated", len(report.updated)), ("removed", len(report.removed)),
+                        ("unchanged", len(report.unchanged)), ("skipped", len(report.skipped)),
+                        ("embedded", report.embedded)):
+        table.add_row(name, str(value))
     out.print(table)
     for s in report.skipped:
         out.print(f"[yellow]skipped[/yellow] {s['source']}: {s['reason']}")
@@ -123,7 +125,7 @@ def ask(
     from assistant.core import build_assistant
     from assistant.schema import Turn
 
-    settings = _settings(data_dir)
+    settings = _run(lambda: _settings(data_dir))
     turns = [Turn(question=h) for h in (history or [])]
     answer = _run(lambda: build_assistant(settings).answer(question, turns))
     if as_json:
@@ -182,7 +184,7 @@ def evaluate(
     from eval.runner import run
     from ingest.pipeline import ingest as run_ingest
 
-    settings = _settings(data_dir)
+    settings = _run(lambda: _settings(data_dir))
     embedders: dict[str, Any] = {}
 
     def make(local: Settings):  # type: ignore[no-untyped-def]

