@@ -27,6 +27,16 @@ ALSO_CITE_RATIO = 0.9
 _LABEL_PREFIX = re.compile(r"^第[一二三四五六七八九十百千零〇两\d]+条(?:之[一二三四五六七八九十]+)?[\s\u3000]*")
 SHORT_CLAUSE = 160
 MAX_QUOTE = 260
+LENGTH_COST = 0.01  # per character: a 100-character sentence must bring one more matching term
+FIGURE_BONUS = 2.0
+_FIGURE = re.compile(
+    r"[0-9０-９]|[一二两三四五六七八九十百千万]+(?:个|日|天|周|月|年|小时|分钟|元|倍|次|级|人|%)|百分之"
+)
+_ASKS_FIGURE = re.compile(
+    r"多久|多长|多少|几|多大|多快|多高|上限|下限|最多|最少|最长|最短|期限|时限|标准|比例|"
+    r"how (?:long|many|much|soon|fast|often)|when|deadline|limit|max|minimum|rate|per|within",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -102,34 +112,41 @@ class ExtractiveComposer:
         return chosen
 
     def quote(self, text: str, plan: QueryPlan) -> str:
-        """The best run of sentences of a clause for this question, as written."""
+        """The best contiguous run of sentences of a clause for this question, as written.
+
+        Every window of sentences up to MAX_QUOTE characters is scored by the IDF weight of the
+        question's terms it contains (each term once), plus a bonus for a figure when the question
+        asks for one, minus a small cost per character; so a list's lead-in ("上限如下：") comes
+        with the item that matches, and a short clause is quoted whole.
+        """
         body_start = _LABEL_PREFIX.match(text)
-        offset = body_start.end() if body_start else 0
-        body = text[offset:]
+        body = text[body_start.end() if body_start else 0 :]
         if len(body) <= SHORT_CLAUSE and "\n" not in body.strip():
             return body.strip()
         spans = sentences(body)
         if not spans:
             return body.strip()
         wanted = set(plan.tokens)
-        scores = []
-        for s, e in spans:
-            toks = set(self.tokenizer.tokens(body[s:e]))
-            scores.append(sum(self.idf.get(t, 1.0) for t in toks & wanted))
-        best = max(range(len(spans)), key=lambda i: (scores[i], -i))
-        start, end = spans[best]
-        # A lead-in ending in a colon ("有下列情形之一的：") is useless without its items.
-        j = best
-        while body[start:end].rstrip().endswith(("：", ":")) and j + 1 < len(spans):
-            j += 1
-            if spans[j][1] - start > MAX_QUOTE:
-                break
-            end = spans[j][1]
-        # A very short sentence reads better with its neighbour when that also matches.
-        if end - start < 40 and best + 1 < len(spans) and scores[best + 1] > 0:
-            if spans[best + 1][1] - start <= MAX_QUOTE:
-                end = spans[best + 1][1]
-        return body[start:end].strip()
+        sent_terms = [set(self.tokenizer.tokens(body[s:e])) & wanted for s, e in spans]
+        sent_figure = [bool(_FIGURE.search(body[s:e])) for s, e in spans]
+        asks_figure = bool(_ASKS_FIGURE.search(plan.text))
+        best: tuple[float, int, int] | None = None
+        for i in range(len(spans)):
+            terms: set[str] = set()
+            figure = False
+            for j in range(i, len(spans)):
+                length = spans[j][1] - spans[i][0]
+                if j > i and length > MAX_QUOTE:
+                    break
+                terms |= sent_terms[j]
+                figure = figure or sent_figure[j]
+                score = sum(self.idf.get(t, 1.0) for t in terms)
+                score += FIGURE_BONUS * (asks_figure and figure) - LENGTH_COST * length
+                if best is None or score > best[0] + 1e-9:
+                    best = (score, i, j)
+        assert best is not None
+        _, i, j = best
+        return body[spans[i][0] : spans[j][1]].strip()
 
     def compose(self, evidence: Evidence) -> Draft:
         parts: list[str] = []

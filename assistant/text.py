@@ -114,10 +114,20 @@ class Tokenizer:
             self._jieba.add_word(w, freq=2000)
 
     def tokens(self, text: str) -> list[str]:
-        text = unicodedata.normalize("NFKC", text).lower()
+        text = unicodedata.normalize("NFKC", text)
         with self._lock:
             raw = list(self._jieba.cut_for_search(text))
-        return [t for t in (r.strip() for r in raw) if t and _WORDISH.search(t) and t not in self._stop]
+        out = []
+        for r in raw:
+            t = r.strip()
+            # A lone lowercase letter is the tail of an English contraction ("what's", "don't");
+            # capitals stay: in rules they are grades and levels ("D级", "P1").
+            if not t or (len(t) == 1 and "a" <= t <= "z"):
+                continue
+            t = t.lower()
+            if _WORDISH.search(t) and t not in self._stop:
+                out.append(t)
+        return out
 
     def words(self, text: str) -> list[str]:
         """Plain `cut` (no overlapping sub-words), punctuation dropped; for matching phrases."""
