@@ -116,7 +116,8 @@ class Assistant:
         t0 = time.perf_counter()
         loaded = self._current()
         standalone = standalone_question(question, history)
-        result = loaded.searcher.search(standalone, max(self.settings.top_k, 10))
+        result = loaded.searcher.search(standalone, max(self.settings.top_k, 10),
+                                        focus=question if standalone != question else None)
         return {"question": question, "standalone": standalone, "result": result,
                 "loaded": loaded, "t0": t0, "t_retrieved": time.perf_counter()}
 
@@ -126,7 +127,8 @@ class Assistant:
         chinese = is_chinese(state["question"])
         state["chinese"] = chinese
         state["draft"] = None
-        if not hits or not self.gate.passes(hits):
+        state["confidence"] = self.gate.confidence(hits, result.plan)
+        if state["confidence"] < self.gate.threshold:
             return state  # below the gate no composer runs, LLM or not
         evidence = Evidence(question=state["standalone"], plan=result.plan, hits=hits,
                             chinese=chinese)
@@ -159,10 +161,12 @@ class Assistant:
                                        contact=self.settings.contact)
             return Answer(question=state["question"], grounded=False, answer=text, citations=(),
                           retrieved=retrieved, timings_ms=timings,
-                          standalone_question=state["standalone"])
+                          standalone_question=state["standalone"],
+                          confidence=state["confidence"])
         return Answer(question=state["question"], grounded=True, answer=draft.text,
                       citations=draft.citations, retrieved=retrieved, timings_ms=timings,
-                      standalone_question=state["standalone"], composer=draft.composer)
+                      standalone_question=state["standalone"], composer=draft.composer,
+                      confidence=state["confidence"])
 
 
 def build_assistant(settings: Settings, composer: Composer | None = None,

@@ -13,7 +13,7 @@ import logging
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ from pydantic import ConfigDict
 
 from assistant.schema import Clause, Hit
 from assistant.store import IndexSnapshot
-from assistant.text import RESOURCES, Tokenizer, normalise_query
+from assistant.text import RESOURCES, Tokenizer, normalise, normalise_query, stopwords
 
 # Chunks asked from the vector store per query. The fused ranking needs scores for more clauses
 # than it returns, so that a clause strong in one leg and middling in the other still places.
@@ -34,6 +34,7 @@ VECTOR_CANDIDATES = 200
 # sets (sample rulebook MRR 0.738 → 0.783, labour law 0.489 → 0.520, seeds 0.879 → 0.935):
 # RRF throws away how far ahead the best clause is, which is most of what BM25 knows.
 LEXICAL_WEIGHT = 0.3
+UNMAPPED_ENGLISH_WEIGHT = 0.25
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,34 @@ def load_synonyms(paths: list[Path]) -> list[Expansion]:
     return out
 
 
-def _trigger_hit(trigger: str, q: str) -> bool:
+_EN_WORD = re.compile(r"[a-z0-9]+")
+
+
+def _en_key(text: str) -> str:
+    """English words of `text` joined by single spaces ("doctor's note" → "doctor s note")."""
+    return " ".join(_EN_WORD.findall(text.lower()))
+
+
+def _en_ngrams(text: str, n: int = 5) -> set[str]:
+    words = _EN_WORD.findall(text.lower())
+    return {" ".join(words[i : i + k]) for k in range(1, n + 1) for i in range(len(words) - k + 1)}
+
+
+def _trigger_hit(trigger: str, q: str, grams: set[str]) -> bool:
+    """Chinese triggers match as substrings; English ones as whole words (via n-grams)."""
     if trigger.isascii():
-        return re.search(rf"(?<![a-z]){re.escape(trigger)}(?![a-z])", q) is not None
+        return _en_key(trigger) in grams
     return trigger in q
+
+
+@dataclass(frozen=True)
+class Concept:
+    """One thing the question asks about: a term of its own, or a dictionary mapping that fired
+    (its lay trigger stands for any of the rule terms)."""
+
+    alternatives: frozenset[str]
+    weight: float
+    known: bool  # some alternative occurs in the rulebook at all
 
 
 @dataclass
@@ -71,6 +96,11 @@ class QueryPlan:
     own_tokens: list[str]  # tokens of the question itself
     expansions: list[str]
     embed_text: str
+    concepts: list[Concept] = field(default_factory=list)
+
+    @property
+    def known_concepts(self) -> int:
+        return sum(1 for c in self.concepts if c.known)
 
 
 @dataclass
@@ -96,6 +126,10 @@ class HybridSearcher:
         clauses = snapshot.clauses
         self.clause_tokens = [tokenizer.tokens(self._lexical_text(c)) for c in clauses]
         self.clause_token_sets = [set(t) for t in self.clause_tokens]
+        # Normalised text per clause and for the whole rulebook: Chinese concepts are matched as
+        # substrings, since jieba may cut "假" out of a question but only ever "请假" out of a rule.
+        self.clause_norm = [normalise(self._lexical_text(c)) for c in clauses]
+        self.corpus_norm = "\x00".join(self.clause_norm)
         self.bm25 = bm25s.BM25()
         if clauses:
             self.bm25.index(self.clause_tokens, show_progress=False)
@@ -116,38 +150,62 @@ class HybridSearcher:
         low = text.lower()
         own = self.tokenizer.tokens(text)
         extra: list[str] = []
+        concepts: list[Concept] = []
+        explained: set[str] = set()
+        fired_all: list[str] = []
+        grams = _en_ngrams(low)
         for exp in self.synonyms:
-            if any(_trigger_hit(t, low) for t in exp.triggers):
-                extra.extend(t for t in exp.terms if t not in extra)
+            fired = [t for t in exp.triggers if _trigger_hit(t, low, grams)]
+            if not fired:
+                continue
+            fired_all.extend(fired)
+            extra.extend(t for t in exp.terms if t not in extra)
+            alts = frozenset(tok for term in exp.terms for tok in self.tokenizer.tokens(term))
+            known = [self.idf[a] for a in alts if a in self.idf]
+            concepts.append(Concept(alts, max(known) if known else self.max_idf, bool(known)))
+            explained.update(tok for tok in own if any(tok in f for f in fired))
+        stop = stopwords()
+        words = [w for w in self.tokenizer.words(text) if w not in stop]
+        explained.update(w for w in words if any(w in f for f in fired_all))
+        for tok in dict.fromkeys(words):
+            if tok in explained:
+                continue
+            known = self._known(tok)
+            weight = self.idf.get(tok, self.max_idf)
+            if not known and tok.isascii():
+                # An English word the dictionary does not map says little either way: the rules
+                # are in Chinese, so its absence is not evidence that the topic is missing.
+                weight *= UNMAPPED_ENGLISH_WEIGHT
+            concepts.append(Concept(frozenset((tok,)), weight, known))
         tokens = list(own)
         for term in extra:
             tokens.extend(self.tokenizer.tokens(term))
         return QueryPlan(text=text, tokens=tokens, own_tokens=own, expansions=extra,
-                         embed_text=text)
+                         embed_text=text, concepts=concepts)
+
+    def _known(self, term: str) -> bool:
+        if term.isascii():
+            return term in self.idf
+        return normalise(term) in self.corpus_norm
 
     def coverage(self, plan: QueryPlan, clause_index: int) -> float:
-        """IDF-weighted share of the question's own terms that occur in the clause (0–1)."""
-        toks = set(plan.own_tokens)
-        if not toks:
+        """Weighted share of the question's concepts that the clause mentions (0–1)."""
+        total = sum(c.weight for c in plan.concepts)
+        if not total:
             return 0.0
         have = self.clause_token_sets[clause_index]
-        weights = {t: self.idf.get(t, self.max_idf) for t in toks}
-        total = sum(weights.values())
-        return sum(w for t, w in weights.items() if t in have) / total if total else 0.0
+        text = self.clause_norm[clause_index]
 
-    def search(self, question: str, k: int = 10) -> SearchResult:
-        timings: dict[str, float] = {}
+        def mentioned(c: Concept) -> bool:
+            return bool(c.alternatives & have) or any(
+                not a.isascii() and normalise(a) in text for a in c.alternatives)
+
+        return sum(c.weight for c in plan.concepts if mentioned(c)) / total
+
+    def _semantic(self, text: str) -> tuple[np.ndarray, dict[int, str]]:
+        """Best cosine of each clause's chunks among the vector candidates, and that chunk."""
         n = len(self.snapshot.clauses)
-        t0 = time.perf_counter()
-        plan = self.plan(question)
-        lexical = np.zeros(n, dtype=np.float32)
-        if plan.tokens and n:
-            lexical = np.asarray(self.bm25.get_scores(plan.tokens), dtype=np.float32)
-        t1 = time.perf_counter()
-        timings["bm25"] = (t1 - t0) * 1000
-        qvec = self.embedder.query_array(plan.embed_text)
-        t2 = time.perf_counter()
-        timings["embed"] = (t2 - t1) * 1000
+        qvec = self.embedder.query_array(text)
         semantic = np.zeros(n, dtype=np.float32)
         best_chunk: dict[int, str] = {}
         for chunk_id, sim in self.snapshot.vectors.query(qvec, VECTOR_CANDIDATES):
@@ -158,10 +216,33 @@ class HybridSearcher:
             if sim > semantic[c]:
                 semantic[c] = sim
                 best_chunk[c] = chunk_id
-        t3 = time.perf_counter()
-        timings["vector"] = (t3 - t2) * 1000
+        return semantic, best_chunk
 
-        fused = self._fuse(lexical, semantic)
+    def search(self, question: str, k: int = 10, focus: str | None = None) -> SearchResult:
+        """Clauses for `question`, best first.
+
+        `focus` is the latest message when `question` is a follow-up rewritten with earlier ones:
+        the vector leg then averages both, so the carried-over subject helps without drowning
+        what is asked now.
+        """
+        timings: dict[str, float] = {}
+        n = len(self.snapshot.clauses)
+        t0 = time.perf_counter()
+        plan = self.plan(question)
+        lexical = np.zeros(n, dtype=np.float32)
+        if plan.tokens and n:
+            lexical = np.asarray(self.bm25.get_scores(plan.tokens), dtype=np.float32)
+        t1 = time.perf_counter()
+        timings["bm25"] = (t1 - t0) * 1000
+        semantic, best_chunk = self._semantic(plan.embed_text)
+        legs = [semantic]
+        if focus and focus.strip() and focus.strip() != question.strip():
+            focused, _ = self._semantic(self.plan(focus).embed_text)
+            legs.append(focused)
+        t2 = time.perf_counter()
+        timings["vector"] = (t2 - t1) * 1000
+
+        fused = self._fuse(lexical, legs)
         order = np.argsort(-fused, kind="stable")[: max(k, 1)]
         hits = []
         for i in order:
@@ -172,22 +253,24 @@ class HybridSearcher:
                 clause=self.snapshot.clauses[i],
                 score=float(fused[i]),
                 lexical=float(lexical[i]),
-                semantic=float(semantic[i]),
+                semantic=float(max(leg[i] for leg in legs)),
                 coverage=self.coverage(plan, i),
                 best_chunk=best_chunk.get(i, ""),
             ))
-        timings["fuse"] = (time.perf_counter() - t3) * 1000
+        timings["fuse"] = (time.perf_counter() - t2) * 1000
         return SearchResult(hits=hits, plan=plan, timings_ms=timings)
 
     @staticmethod
-    def _fuse(lexical: np.ndarray, semantic: np.ndarray) -> np.ndarray:
-        """Fused score in [0, 1]: weighted max-normalised BM25 + min-max-normalised cosine."""
+    def _fuse(lexical: np.ndarray, semantic_legs: list[np.ndarray]) -> np.ndarray:
+        """Fused score in [0, 1]: weighted max-normalised BM25 + min-max-normalised cosine
+        (averaged over the vector legs)."""
         lex = lexical / lexical.max() if lexical.size and lexical.max() > 0 else np.zeros_like(lexical)
-        seen = semantic > 0  # clauses outside the vector candidates have no similarity
-        sem = np.zeros_like(semantic)
-        if seen.any():
-            lo, hi = semantic[seen].min(), semantic[seen].max()
-            sem[seen] = (semantic[seen] - lo) / (hi - lo) if hi > lo else 1.0
+        sem = np.zeros_like(lexical)
+        for semantic in semantic_legs:
+            seen = semantic > 0  # clauses outside the vector candidates have no similarity
+            if seen.any():
+                lo, hi = semantic[seen].min(), semantic[seen].max()
+                sem[seen] += ((semantic[seen] - lo) / (hi - lo) if hi > lo else 1.0) / len(semantic_legs)
         return LEXICAL_WEIGHT * lex + (1.0 - LEXICAL_WEIGHT) * sem
 
 

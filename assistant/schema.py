@@ -90,6 +90,7 @@ class Answer:
     timings_ms: dict[str, float] = field(default_factory=dict)
     standalone_question: str = ""  # the question actually searched (after follow-up rewriting)
     composer: str = "extractive"
+    confidence: float = 0.0  # the evidence gate's confidence (0–1)
 
     def to_dict(self) -> dict[str, Any]:
         """The answer JSON contract of the design card."""

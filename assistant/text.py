@@ -130,11 +130,12 @@ class Tokenizer:
         return out
 
     def words(self, text: str) -> list[str]:
-        """Plain `cut` (no overlapping sub-words), punctuation dropped; for matching phrases."""
-        text = unicodedata.normalize("NFKC", text).lower()
+        """Plain `cut` (no overlapping sub-words), punctuation and stray letters dropped."""
+        text = unicodedata.normalize("NFKC", text)
         with self._lock:
             raw = list(self._jieba.cut(text))
-        return [t for t in (r.strip() for r in raw) if t and _WORDISH.search(t)]
+        return [t.lower() for t in (r.strip() for r in raw)
+                if t and _WORDISH.search(t) and not (len(t) == 1 and "a" <= t <= "z")]
 
 
 @lru_cache(maxsize=8)

@@ -128,7 +128,7 @@ def run_case(assistant, case: dict[str, Any], file: str) -> CaseResult:  # type:
         cited=[{"source": c["source"], "clause": c["clause"], "quote": c["quote"]}
                for c in d["citations"]],
         latency_ms=ans.timings_ms.get("total", 0.0),
-        confidence=assistant.gate.confidence(ans.retrieved),
+        confidence=ans.confidence,
         standalone_question=ans.standalone_question,
     )
 
