@@ -30,7 +30,6 @@ ALSO_CITE_RATIO = 0.97
 _LABEL_PREFIX = re.compile(r"^第[一二三四五六七八九十百千零〇两\d]+条(?:之[一二三四五六七八九十]+)?[\s\u3000]*")
 SHORT_CLAUSE = 160
 MAX_QUOTE = 260
-LENGTH_COST = 0.005  # per character: a 200-character sentence must bring one more matching term
 FIGURE_BONUS = 2.0
 BIGRAM_WEIGHT = 0.3
 _FIGURE = re.compile(
@@ -127,8 +126,10 @@ class ExtractiveComposer:
 
         Every window of sentences up to MAX_QUOTE characters is scored by the IDF weight of the
         question's terms it contains (each term once), plus a bonus for a figure when the question
-        asks for one, minus a small cost per character; so a list's lead-in ("上限如下：") comes
-        with the item that matches, and a short clause is quoted whole.
+        asks for one. Ties keep the shorter window, so a window grows only while it brings in
+        another of the question's terms: a list's lead-in ("上限如下：") comes with the item that
+        matches, and a short clause is quoted whole. (A per-character cost was tried: it cut
+        CMRC answer-span recall from 0.89 to 0.84 for a few characters saved.)
         """
         body_start = _LABEL_PREFIX.match(text)
         body = text[body_start.end() if body_start else 0 :]
@@ -157,7 +158,7 @@ class ExtractiveComposer:
                 terms |= sent_terms[j]
                 figure = figure or sent_figure[j]
                 score = sum(BIGRAM_WEIGHT if t[0] == "\x00" else self.idf.get(t, 1.0) for t in terms)
-                score += FIGURE_BONUS * (asks_figure and figure) - LENGTH_COST * length
+                score += FIGURE_BONUS * (asks_figure and figure)
                 if best is None or score > best[0] + 1e-9:
                     best = (score, i, j)
         assert best is not None

@@ -26,9 +26,11 @@ from assistant.schema import Clause, Hit
 from assistant.store import IndexSnapshot
 from assistant.text import RESOURCES, Tokenizer, normalise, normalise_query, stopwords
 
-# Chunks asked from the vector store per query. The fused ranking needs scores for more clauses
-# than it returns, so that a clause strong in one leg and middling in the other still places.
-VECTOR_CANDIDATES = 200
+# Chunks asked from the vector store per query: for a rulebook of up to this many chunks every
+# chunk is scored, so the min-max normalisation of the vector leg sees the whole rulebook and a
+# clause strong in BM25 but middling in vectors still gets its vector share. With 200 candidates
+# labour-law MRR was 0.595, with 1,000 it is 0.618; the query costs 1–2 ms more.
+VECTOR_CANDIDATES = 1000
 # Weight of the keyword leg in the fused score (the vector leg has 1 - this). Linear fusion of
 # max-normalised BM25 and min-max-normalised cosine beat reciprocal-rank fusion on all three eval
 # sets (sample rulebook MRR 0.738 → 0.783, labour law 0.489 → 0.520, seeds 0.879 → 0.935):

@@ -64,12 +64,6 @@ def sample_index(tmp_path_factory: pytest.TempPathFactory) -> IndexedCorpus:
     return IndexedCorpus(SAMPLE, tmp_path_factory.mktemp("sample-index"))
 
 
-@pytest.fixture(scope="session")
-def labour_index(tmp_path_factory: pytest.TempPathFactory) -> IndexedCorpus:
-    need_shared(LABOUR_LAW)
-    return IndexedCorpus(LABOUR_LAW, tmp_path_factory.mktemp("labour-index"))
-
-
 @pytest.fixture
 def rulebook_copy(tmp_path: Path) -> Path:
     """A writable copy of the sample rulebook."""

@@ -1,0 +1,77 @@
+"""Answer quality cannot regress silently: the sample-rulebook and seed eval sets must stay above
+floors set just under the figures reached (eval/REPORT.md). Offline default, no LLM.
+
+Also the verbatim-recall check of the design card on the 685 labour-law articles (slow).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from assistant.core import build_assistant
+from eval.benchmarks.verbatim import verbatim_recall
+from eval.runner import run
+from ingest.pipeline import ingest
+
+from .conftest import ROOT, make_settings, need_shared
+
+CASES = ROOT / "eval" / "cases"
+
+# file → metric → (floor, "min" | "max")
+FLOORS = {
+    "sample_rulebook.jsonl": {
+        "hit@5": (0.92, "min"), "mrr@10": (0.83, "min"), "recall@5": (0.91, "min"),
+        "citation_precision": (0.72, "min"), "any_expected_cited": (0.79, "min"),
+        "refusal_recall": (0.60, "min"), "refusal_precision": (0.68, "min"),
+        "wrongly_refused": (0.06, "max"), "must_contain": (0.72, "min"),
+    },
+    "seeds.jsonl": {
+        "hit@5": (0.95, "min"), "mrr@10": (0.90, "min"), "any_expected_cited": (0.83, "min"),
+        "wrongly_refused": (0.06, "max"),
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def quality_run(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    files = [CASES / "sample_rulebook.jsonl", CASES / "seeds.jsonl"]
+    settings = make_settings(tmp_path_factory.mktemp("quality"))
+    return run(files, settings, build_assistant, lambda folder, local: ingest(folder, local))
+
+
+@pytest.mark.parametrize("name", sorted(FLOORS))
+def test_eval_figures_stay_above_floors(quality_run, name: str) -> None:  # type: ignore[no-untyped-def]
+    if name in quality_run.skipped:
+        pytest.skip(quality_run.skipped[name])
+    metrics = quality_run.metrics()[name]
+    failures = []
+    for metric, (bound, kind) in FLOORS[name].items():
+        value = metrics[metric]
+        ok = value >= bound if kind == "min" else value <= bound
+        if not ok:
+            failures.append(f"{metric} = {value:.3f} ({'<' if kind == 'min' else '>'} {bound})")
+    assert not failures, f"{name}: " + "; ".join(failures)
+
+
+def test_eval_sets_are_the_size_the_issue_asks_for() -> None:
+    import json
+
+    sample = [json.loads(x) for x in (CASES / "sample_rulebook.jsonl").read_text("utf-8").splitlines() if x]
+    answerable = [c for c in sample if c["answerable"]]
+    assert len(answerable) >= 80 and len(sample) - len(answerable) >= 25
+    assert sum(1 for c in answerable if c["lang"] == "en") >= 15
+    assert sum(1 for c in sample if c["history"]) >= 10
+    labour = (CASES / "labour_law.jsonl").read_text("utf-8").splitlines()
+    assert len([x for x in labour if x.strip()]) >= 50
+    seeds = [json.loads(x) for x in (CASES / "seeds.jsonl").read_text("utf-8").splitlines() if x]
+    assert sum(1 for c in seeds if c["answerable"]) >= 20
+
+
+@pytest.mark.slow
+def test_verbatim_recall_on_labour_law(tmp_path: Path) -> None:
+    folder = need_shared(ROOT.parent / "shared" / "corpora" / "labour-law")
+    rate, misses, n = verbatim_recall(folder, tmp_path / "data")
+    assert n == 685
+    assert rate >= 0.95, misses
