@@ -17,6 +17,20 @@ from typing import Any
 
 from assistant.text import normalise
 
+# The metrics of a report, in display order.
+COLUMNS = ["cases", "hit@1", "hit@5", "mrr@10", "recall@5", "citation_precision", "any_expected_cited",
+           "refusal_precision", "refusal_recall", "wrongly_refused", "must_contain", "latency_p50_ms",
+           "latency_p95_ms"]
+
+
+def fmt(value: Any) -> str:
+    """A metric for people: rates with three decimals, milliseconds whole, missing as a dash."""
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}" if value <= 1.0 else f"{value:.0f}"
+    return str(value)
+
 
 def clause_key(source: str, clause: str) -> tuple[str, str]:
     """Clauses match when the file name of the source and the clause label are equal."""

@@ -14,27 +14,13 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 from assistant.config import load_settings
-from assistant.core import build_assistant
-from eval.metrics import CaseResult, threshold_sweep
-from eval.runner import run
+from eval.metrics import COLUMNS, CaseResult, fmt, threshold_sweep
+from eval.runner import assistant_factory, run
 from ingest.pipeline import ingest
 
 HERE = Path(__file__).resolve().parent
-COLUMNS = ["cases", "hit@1", "hit@5", "mrr@10", "recall@5", "citation_precision", "any_expected_cited",
-           "refusal_precision", "refusal_recall", "wrongly_refused", "must_contain", "latency_p50_ms",
-           "latency_p95_ms"]
-
-
-def fmt(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.3f}" if v <= 1.0 else f"{v:.0f}"
-    return str(v)
-
 
 def svg_plot(rows: list[dict[str, float]], chosen: float, title: str) -> str:
     """A small line plot of refusal precision/recall and wrongly-refused vs threshold."""
@@ -78,13 +64,7 @@ def svg_plot(rows: list[dict[str, float]], chosen: float, title: str) -> str:
 
 def build_report(data_dir: Path, cmrc: Path | None) -> str:
     settings = load_settings(data_dir=data_dir)
-    embedders: dict[str, Any] = {}
-
-    def make(local):  # type: ignore[no-untyped-def]
-        from assistant.embeddings import make_embedder
-
-        embedders.setdefault(local.embedding, make_embedder(local.embedding))
-        return build_assistant(local, embedder=embedders[local.embedding])
+    make = assistant_factory()
 
     started = time.time()
     result = run([HERE / "cases"], settings, make, lambda folder, local: ingest(folder, local))

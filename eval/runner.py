@@ -111,6 +111,21 @@ def discover(paths: list[Path]) -> list[CaseFile]:
     return out
 
 
+def assistant_factory() -> Callable[[Settings], Any]:
+    """`make_assistant` for `run`: one assistant per data dir, one embedding model per setting."""
+    from assistant.core import build_assistant
+    from assistant.embeddings import make_embedder
+
+    embedders: dict[str, Any] = {}
+
+    def make(local: Settings) -> Any:
+        if local.embedding not in embedders:
+            embedders[local.embedding] = make_embedder(local.embedding)
+        return build_assistant(local, embedder=embedders[local.embedding])
+
+    return make
+
+
 def corpus_data_dir(settings: Settings, corpus: Path) -> Path:
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", corpus.name).strip("-") or "corpus"
     return Path(settings.data_dir) / "eval" / slug

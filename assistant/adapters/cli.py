@@ -141,29 +141,18 @@ def ask(
     out.print(f"[dim]{answer.timings_ms.get('total', 0):.0f} ms[/dim]")
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.3f}" if v <= 1.0 else f"{v:.0f}"
-    return str(v)
-
-
-METRIC_COLUMNS = ["cases", "hit@1", "hit@5", "mrr@10", "recall@5", "citation_precision",
-                  "any_expected_cited", "refusal_precision", "refusal_recall", "wrongly_refused",
-                  "must_contain", "latency_p50_ms", "latency_p95_ms"]
-
-
 def metrics_table(metrics: dict[str, dict[str, Any]], title: str) -> Table:
     """One column per case file (and overall), one row per metric: fits a terminal."""
+    from eval.metrics import COLUMNS, fmt
+
     table = Table(title=title)
     table.add_column("metric")
     names = list(metrics)
     for name in names:
         table.add_column(name.removesuffix(".jsonl"), justify="right",
                          style="bold" if name == "overall" else None)
-    for col in METRIC_COLUMNS:
-        table.add_row(col.replace("_", " "), *(_fmt(metrics[n].get(col)) for n in names))
+    for col in COLUMNS:
+        table.add_row(col.replace("_", " "), *(fmt(metrics[n].get(col)) for n in names))
     return table
 
 
@@ -180,19 +169,11 @@ def evaluate(
 
     Example: rulebook eval eval/cases/ --out eval-results.json
     """
-    from assistant.core import build_assistant
-    from eval.runner import run
+    from eval.runner import assistant_factory, run
     from ingest.pipeline import ingest as run_ingest
 
     settings = _run(lambda: _settings(data_dir))
-    embedders: dict[str, Any] = {}
-
-    def make(local: Settings):  # type: ignore[no-untyped-def]
-        from assistant.embeddings import make_embedder
-
-        if local.embedding not in embedders:
-            embedders[local.embedding] = make_embedder(local.embedding)
-        return build_assistant(local, embedder=embedders[local.embedding])
+    make = assistant_factory()
 
     def go():  # type: ignore[no-untyped-def]
         with Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
