@@ -49,10 +49,10 @@ def _run(fn: Callable[[], Any]) -> Any:
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/yellow]")
         raise typer.Exit(130) from None
-    except Exception as exc:  # never a stack trace on the terminal; the log has it
-        log.exception("unexpected error")
+    except Exception as exc:  # never a stack trace on the terminal; the debug log has it
+        log.debug("unexpected error", exc_info=True)
         err.print(f"[red]internal error:[/red] {exc.__class__.__name__}: {exc} "
-                  "(run with RULEBOOK_LOG=debug for details)")
+                  "(run with RULEBOOK_LOG=debug for the stack trace)")
         raise typer.Exit(2) from None
 
 
