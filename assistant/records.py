@@ -1,0 +1,128 @@
+"""What was asked, what was answered from which clause text, and what people thought of it.
+
+Kept in `DATA_DIR/records.sqlite`, outside the index generations, so re-ingesting never loses
+it. Each cited clause is stored with its content hash and quote: a manager can later see exactly
+which clause text an answer relied on, even after the rule has changed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from assistant.schema import Answer, Turn
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS answers (
+    answer_id TEXT PRIMARY KEY, created REAL NOT NULL, channel TEXT NOT NULL,
+    conversation_id TEXT, question TEXT NOT NULL, standalone_question TEXT NOT NULL,
+    grounded INTEGER NOT NULL, answer TEXT NOT NULL, composer TEXT NOT NULL,
+    confidence REAL NOT NULL, latency_ms REAL NOT NULL, generation TEXT NOT NULL,
+    retrieved TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS answers_conversation ON answers (conversation_id, created);
+CREATE TABLE IF NOT EXISTS citations (
+    answer_id TEXT NOT NULL REFERENCES answers (answer_id), n INTEGER NOT NULL,
+    clause_id TEXT NOT NULL, content_hash TEXT NOT NULL, source TEXT NOT NULL,
+    clause TEXT NOT NULL, quote TEXT NOT NULL, PRIMARY KEY (answer_id, n)
+);
+CREATE TABLE IF NOT EXISTS feedback (
+    feedback_id INTEGER PRIMARY KEY AUTOINCREMENT, answer_id TEXT NOT NULL REFERENCES answers (answer_id),
+    created REAL NOT NULL, rating TEXT NOT NULL CHECK (rating IN ('up', 'down')), comment TEXT,
+    channel TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class FeedbackRow:
+    answer_id: str
+    rating: str
+    comment: str | None
+    channel: str
+
+
+class Records:
+    """Thread-safe SQLite log of answers and feedback."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+
+    def add_answer(self, answer: Answer, *, channel: str, generation: str,
+                   conversation_id: str | None, content_hashes: dict[str, str]) -> str:
+        answer_id = uuid.uuid4().hex
+        retrieved = json.dumps(answer.to_dict()["retrieved"], ensure_ascii=False)
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (answer_id, time.time(), channel, conversation_id, answer.question,
+                 answer.standalone_question or answer.question, int(answer.grounded), answer.answer,
+                 answer.composer, answer.confidence, answer.timings_ms.get("total", 0.0), generation,
+                 retrieved),
+            )
+            self._db.executemany(
+                "INSERT INTO citations VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(answer_id, c.n, c.clause_id, content_hashes.get(c.clause_id, ""), c.source, c.clause,
+                  c.quote) for c in answer.citations],
+            )
+        return answer_id
+
+    def answer_exists(self, answer_id: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM answers WHERE answer_id = ?", (answer_id,)).fetchone()
+        return row is not None
+
+    def add_feedback(self, answer_id: str, rating: str, comment: str | None, channel: str) -> None:
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT INTO feedback (answer_id, created, rating, comment, channel) VALUES (?, ?, ?, ?, ?)",
+                (answer_id, time.time(), rating, comment, channel),
+            )
+
+    def feedback(self, answer_id: str) -> list[FeedbackRow]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT answer_id, rating, comment, channel FROM feedback WHERE answer_id = ? ORDER BY feedback_id",
+                (answer_id,),
+            ).fetchall()
+        return [FeedbackRow(*r) for r in rows]
+
+    def citations(self, answer_id: str) -> list[dict[str, object]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT n, clause_id, content_hash, source, clause, quote FROM citations "
+                "WHERE answer_id = ? ORDER BY n", (answer_id,),
+            ).fetchall()
+        keys = ("n", "clause_id", "content_hash", "source", "clause", "quote")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def recent(self, limit: int = 20) -> list[dict[str, object]]:
+        """The newest answers, newest first (for reviewing what people asked)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT answer_id, created, channel, question, grounded FROM answers "
+                "ORDER BY created DESC LIMIT ?", (limit,),
+            ).fetchall()
+        keys = ("answer_id", "created", "channel", "question", "grounded")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def history(self, conversation_id: str, limit: int = 5) -> list[Turn]:
+        """Earlier turns of a conversation, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT question, answer FROM answers WHERE conversation_id = ? "
+                "ORDER BY created DESC LIMIT ?", (conversation_id, limit),
+            ).fetchall()
+        return [Turn(question=q, answer=a) for q, a in reversed(rows)]
+
+    def close(self) -> None:
+        self._db.close()

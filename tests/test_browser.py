@@ -1,0 +1,132 @@
+"""The chat page in a real headless Chromium (Debian's), driven by Playwright, against a real
+server on 127.0.0.1. Screenshots are saved to test-artifacts/."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from assistant.records import Records
+
+from .conftest import ROOT, IndexedCorpus, make_settings
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(sample_index: IndexedCorpus, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Records]]:
+    import uvicorn
+
+    from assistant.adapters.web import create_app
+
+    records = Records(tmp_path_factory.mktemp("records") / "records.sqlite")
+    settings = make_settings(sample_index.settings.data_dir, rate_limit_per_minute=0)
+    app = create_app(settings, assistant=sample_index.assistant, records=records)
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert srv.started, "server did not start"
+    yield f"http://127.0.0.1:{port}/", records
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (./scripts/test.sh installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        yield b
+        b.close()
+
+
+def test_ask_cite_open_clause_feedback_and_refusal(server: tuple[str, Records], browser) -> None:  # type: ignore[no-untyped-def]
+    url, records = server
+    page = browser.new_page(viewport={"width": 390, "height": 844}, locale="zh-CN")  # phone width
+    page.goto(url)
+    assert page.locator("#examples button").count() >= 3
+
+    page.fill("#q", "客户咨询多久内要答复？")
+    page.press("#q", "Enter")
+    answer = page.locator(".msg.answer").last
+    answer.locator(".badge").wait_for(timeout=30_000)
+    assert "24小时" in answer.inner_text()
+    assert answer.locator(".cite-ref").count() >= 1
+
+    answer.locator(".sources button").first.click()
+    panel = page.locator("#panel.open")
+    panel.wait_for(timeout=10_000)
+    assert "（一）咨询受理时限" in page.locator("#p-title").inner_text()
+    mark = page.locator("#p-text mark")
+    assert mark.count() == 1 and "24小时" in mark.inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "chat-clause.png"))
+    page.locator("#panel .close").click()
+
+    answer.locator(".actions button[aria-label=up]").click()
+    page.wait_for_function("document.querySelector('.msg.answer:last-of-type .actions').innerText.includes('谢谢')")
+    newest = records.recent(1)[0]
+    assert newest["question"] == "客户咨询多久内要答复？"
+    assert [f.rating for f in records.feedback(str(newest["answer_id"]))] == ["up"]
+
+    page.fill("#q", "今天杭州天气怎么样？")
+    page.press("#q", "Enter")
+    refusal = page.locator(".msg.refusal").last
+    refusal.locator(".badge").wait_for(timeout=30_000)
+    assert "人力资源部" in refusal.inner_text() and refusal.locator(".sources").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "chat.png"), full_page=True)
+    page.close()
+
+
+def test_user_and_rule_text_are_escaped(server: tuple[str, Records], browser) -> None:  # type: ignore[no-untyped-def]
+    url, _ = server
+    page = browser.new_page(locale="zh-CN")
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(url)
+    page.fill("#q", "<img src=x onerror=alert(1)>能粘贴来历不明的代码到客户系统吗？")
+    page.press("#q", "Enter")
+    page.locator(".msg .badge").last.wait_for(timeout=30_000)
+    assert page.locator("#log img").count() == 0 and dialogs == []
+    assert "<img src=x onerror=alert(1)>" in page.locator(".msg.user").last.inner_text()
+    answer = page.locator(".msg.answer").last
+    answer.locator(".sources button").first.click()
+    page.locator("#panel.open").wait_for(timeout=10_000)
+    text = page.locator("#p-text").inner_text()
+    assert "<script>" in text  # the rule's own words, shown as text
+    assert page.locator("#p-text script, #log script").count() == 0
+    page.close()
+
+
+def test_english_interface(server: tuple[str, Records], browser) -> None:  # type: ignore[no-untyped-def]
+    url, _ = server
+    page = browser.new_page(locale="en-US")
+    page.goto(url)
+    assert page.locator("h1").inner_text() == "Rulebook assistant"
+    page.click("#lang")
+    assert page.locator("h1").inner_text() == "规章制度助手"
+    page.close()
+
