@@ -80,3 +80,31 @@ def test_help_has_examples() -> None:
     for cmd in ("ingest", "ask", "eval"):
         r = rulebook(cmd, "--help")
         assert r.returncode == 0 and "Example" in r.stdout
+
+
+def test_serve_prints_the_url_and_answers(sample_index: IndexedCorpus) -> None:
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "assistant.adapters.cli", "serve", "--data-dir", str(sample_index.settings.data_dir),
+         "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert f"http://127.0.0.1:{port}/" in proc.stdout.readline()
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+                    assert json.loads(r.read())["status"] == "ready"
+                    break
+            except OSError:
+                assert time.time() < deadline, "server did not come up"
+                time.sleep(0.3)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
