@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from assistant.errors import ConfigError
@@ -14,7 +14,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="RULEBOOK_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="RULEBOOK_", env_file=".env", env_file_encoding="utf-8", extra="ignore",
+        populate_by_name=True,
     )
 
     data_dir: Path = Field(Path(".rulebook"), description="Where the index lives.")
@@ -55,6 +56,15 @@ class Settings(BaseSettings):
     api_keys: str = Field("", description="Comma-separated bearer tokens; empty = no auth.")
     rate_limit_per_minute: int = Field(60, ge=0, description="Per client; 0 disables.")
     max_question_chars: int = Field(500, ge=10)
+
+    # Slack (the standard variable names of Slack apps)
+    slack_bot_token: str | None = Field(
+        None, validation_alias=AliasChoices("SLACK_BOT_TOKEN", "RULEBOOK_SLACK_BOT_TOKEN"))
+    slack_app_token: str | None = Field(
+        None, validation_alias=AliasChoices("SLACK_APP_TOKEN", "RULEBOOK_SLACK_APP_TOKEN"))
+    slack_signing_secret: str | None = Field(
+        None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET", "RULEBOOK_SLACK_SIGNING_SECRET"))
+    slack_api_url: str | None = Field(None, description="Slack Web API base URL (tests point it at a local fake).")
 
     @field_validator("embedding")
     @classmethod

@@ -16,6 +16,8 @@ REQUIRED: dict[str, set[str]] = {
     "answer_also_en": {"document", "clause", "quote", "n"},
     "refusal_zh": {"contact"},
     "refusal_en": {"contact"},
+    "slack_apology_zh": {"reason", "contact"},
+    "slack_apology_en": {"reason", "contact"},
 }
 
 

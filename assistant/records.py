@@ -23,13 +23,16 @@ CREATE TABLE IF NOT EXISTS answers (
     conversation_id TEXT, question TEXT NOT NULL, standalone_question TEXT NOT NULL,
     grounded INTEGER NOT NULL, answer TEXT NOT NULL, composer TEXT NOT NULL,
     confidence REAL NOT NULL, latency_ms REAL NOT NULL, generation TEXT NOT NULL,
-    retrieved TEXT NOT NULL
+    payload TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS answers_conversation ON answers (conversation_id, created);
 CREATE TABLE IF NOT EXISTS citations (
     answer_id TEXT NOT NULL REFERENCES answers (answer_id), n INTEGER NOT NULL,
     clause_id TEXT NOT NULL, content_hash TEXT NOT NULL, source TEXT NOT NULL,
     clause TEXT NOT NULL, quote TEXT NOT NULL, PRIMARY KEY (answer_id, n)
+);
+CREATE TABLE IF NOT EXISTS delivered_events (
+    event_id TEXT PRIMARY KEY, created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS feedback (
     feedback_id INTEGER PRIMARY KEY AUTOINCREMENT, answer_id TEXT NOT NULL REFERENCES answers (answer_id),
@@ -60,14 +63,14 @@ class Records:
     def add_answer(self, answer: Answer, *, channel: str, generation: str,
                    conversation_id: str | None, content_hashes: dict[str, str]) -> str:
         answer_id = uuid.uuid4().hex
-        retrieved = json.dumps(answer.to_dict()["retrieved"], ensure_ascii=False)
+        payload = json.dumps(answer.to_dict(), ensure_ascii=False)
         with self._lock, self._db:
             self._db.execute(
                 "INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (answer_id, time.time(), channel, conversation_id, answer.question,
                  answer.standalone_question or answer.question, int(answer.grounded), answer.answer,
                  answer.composer, answer.confidence, answer.timings_ms.get("total", 0.0), generation,
-                 retrieved),
+                 payload),
             )
             self._db.executemany(
                 "INSERT INTO citations VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -75,6 +78,24 @@ class Records:
                   c.quote) for c in answer.citations],
             )
         return answer_id
+
+    def claim_event(self, event_id: str) -> bool:
+        """True the first time an event id is seen: deliveries and retries are answered once."""
+        with self._lock, self._db:
+            cur = self._db.execute("INSERT OR IGNORE INTO delivered_events VALUES (?, ?)", (event_id, time.time()))
+        return cur.rowcount == 1
+
+    def answer_payload(self, answer_id: str) -> dict[str, object] | None:
+        """The answer JSON as it was given."""
+        with self._lock:
+            row = self._db.execute("SELECT payload FROM answers WHERE answer_id = ?", (answer_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def has_conversation(self, conversation_id: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM answers WHERE conversation_id = ? LIMIT 1",
+                                   (conversation_id,)).fetchone()
+        return row is not None
 
     def answer_exists(self, answer_id: str) -> bool:
         with self._lock:

@@ -232,6 +232,27 @@ def serve(
     uvicorn.run(web_app, host=settings.host, port=settings.port, log_level="warning")
 
 
+@app.command()
+def slack(data_dir: DataDir = None) -> None:
+    """Answer in Slack over Socket Mode (SLACK_APP_TOKEN, SLACK_BOT_TOKEN; no public URL needed).
+
+    Example: SLACK_APP_TOKEN=xapp-… SLACK_BOT_TOKEN=xoxb-… rulebook slack
+    """
+    settings = _run(lambda: load_settings(data_dir=data_dir))
+    missing = [name for name, value in (("SLACK_APP_TOKEN", settings.slack_app_token),
+                                        ("SLACK_BOT_TOKEN", settings.slack_bot_token)) if not value]
+    if missing:
+        err.print(f"[red]error:[/red] set {' and '.join(missing)} (see README: Connecting Slack)")
+        raise typer.Exit(1)
+    try:
+        from assistant.adapters.slack import run_socket_mode
+    except ImportError:
+        err.print("[red]error:[/red] Slack support is not installed: pip install -e '.[slack]'")
+        raise typer.Exit(1) from None
+    out.print("rulebook is connecting to Slack over Socket Mode (Ctrl+C to stop)")
+    _run(lambda: run_socket_mode(settings))
+
+
 def main() -> None:
     import os
 

@@ -234,6 +234,19 @@ def create_app(settings: Settings, assistant: Any = None, records: Records | Non
         return JSONResponse({"status": "ready" if ok else "not_ready", "detail": detail},
                             status_code=200 if ok else 503)
 
+    if settings.slack_signing_secret and settings.slack_bot_token:
+        # Slack's HTTP mode: the same bolt app as `rulebook slack`, behind bolt's own request
+        # verification (signature and 5-minute timestamp window) and URL verification.
+        from slack_bolt.adapter.starlette.handler import SlackRequestHandler
+
+        from assistant.adapters.slack import create_slack_app
+
+        slack_handler = SlackRequestHandler(create_slack_app(settings, assistant, records))
+
+        @app.post("/slack/events", include_in_schema=False)
+        async def slack_events(request: Request):  # type: ignore[no-untyped-def]
+            return await slack_handler.handle(request)
+
     page = resources.files("assistant.adapters").joinpath("static/index.html").read_text(encoding="utf-8")
     examples = json.dumps(EXAMPLES, ensure_ascii=False)
 

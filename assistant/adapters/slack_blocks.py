@@ -1,0 +1,85 @@
+"""Block Kit rendering of answers for Slack: pure functions, no network.
+
+Slack limits respected: a section's text at most 3,000 characters, a message at most 50 blocks;
+`&`, `<` and `>` escaped in every piece of text that comes from questions, rules or answers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from assistant.schema import Clause
+
+SECTION_LIMIT = 3000
+BLOCK_LIMIT = 50
+
+ACTION_FULL_CLAUSE = "rulebook_full_clause"
+ACTION_FEEDBACK_UP = "rulebook_feedback_up"
+ACTION_FEEDBACK_DOWN = "rulebook_feedback_down"
+ACTION_SHARE = "rulebook_share"
+
+
+def escape(text: str) -> str:
+    """Slack mrkdwn control characters (https://api.slack.com/reference/surfaces/formatting)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _clip(text: str, limit: int = SECTION_LIMIT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": _clip(text)}}
+
+
+def quote_block(text: str) -> str:
+    """Each line of the quote as a Slack block quote."""
+    return "\n".join("> " + escape(line) for line in text.splitlines() if line.strip())
+
+
+def answer_blocks(answer: dict[str, Any], answer_id: str, *, share: bool = False) -> list[dict[str, Any]]:
+    """The answer (the answer JSON); each citation as `document › path › clause` with its quote and
+    a full-clause button; feedback buttons; optionally a share-in-channel button."""
+    blocks: list[dict[str, Any]] = []
+    if not answer["grounded"]:
+        blocks.append(_section(":warning: " + escape(answer["answer"])))
+    else:
+        blocks.append(_section(escape(answer["answer"])))
+        for c in answer["citations"]:
+            heading = f"*[{c['n']}]* " + escape(" › ".join((c["document"], *c["path"])))
+            blocks.append({
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": _clip(f"{heading}\n{quote_block(c['quote'])}")},
+                "accessory": {"type": "button", "action_id": f"{ACTION_FULL_CLAUSE}_{c['n']}",
+                              "text": {"type": "plain_text", "text": "查看全文 Full clause"},
+                              "value": c["clause_id"]},
+            })
+    elements: list[dict[str, Any]] = [
+        {"type": "button", "action_id": ACTION_FEEDBACK_UP, "text": {"type": "plain_text", "text": "👍"},
+         "value": answer_id},
+        {"type": "button", "action_id": ACTION_FEEDBACK_DOWN, "text": {"type": "plain_text", "text": "👎"},
+         "value": answer_id},
+    ]
+    if share:
+        elements.insert(0, {"type": "button", "action_id": ACTION_SHARE, "style": "primary",
+                            "text": {"type": "plain_text", "text": "分享到频道 Share in channel"},
+                            "value": answer_id})
+    blocks.append({"type": "actions", "block_id": f"rulebook_answer_{answer_id}", "elements": elements})
+    if len(blocks) > BLOCK_LIMIT:  # keep the answer, the first citations and the buttons
+        blocks = blocks[: BLOCK_LIMIT - 1] + blocks[-1:]
+    return blocks
+
+
+def clause_blocks(clause: Clause) -> list[dict[str, Any]]:
+    """A whole clause, split over sections of at most 3,000 characters."""
+    heading = "*" + escape(" › ".join((clause.document, *clause.path))) + f"*  ({escape(clause.source)})"
+    blocks = [_section(heading)]
+    text = escape(clause.text)
+    for i in range(0, len(text), SECTION_LIMIT - 10):
+        blocks.append(_section(text[i : i + SECTION_LIMIT - 10]))
+    return blocks[:BLOCK_LIMIT]
+
+
+def fallback_text(answer: dict[str, Any]) -> str:
+    """Plain text for notifications and clients that do not show blocks."""
+    return _clip(str(answer["answer"]), 3000)
