@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -51,6 +51,7 @@ class Evidence:
     plan: QueryPlan
     hits: tuple[Hit, ...]
     chinese: bool
+    quote: Callable[[str, QueryPlan], str] | None = None  # the offline composer's verified quoting
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,12 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableLambda
 
@@ -110,12 +112,23 @@ class Assistant:
         )
 
     def answer(self, question: str, history: Sequence[Turn] = ()) -> Answer:
+        """Answer one question; `history` holds the earlier turns of the conversation."""
         return self.chain(history).invoke(question)
+
+    def standalone(self, question: str, history: Sequence[Turn]) -> str:
+        """The question to search: rewritten by the LLM when one is configured, else by rule."""
+        rewrite = getattr(self.composer, "rewrite", None)
+        if history and rewrite is not None:
+            try:
+                return rewrite(question, history, is_chinese(question))
+            except ComposerError as exc:
+                log.warning("follow-up rewrite by the model failed (%s); using the rule", exc)
+        return standalone_question(question, history)
 
     def _retrieve(self, question: str, history: Sequence[Turn]) -> dict:
         t0 = time.perf_counter()
         loaded = self._current()
-        standalone = standalone_question(question, history)
+        standalone = self.standalone(question, history)
         result = loaded.searcher.search(standalone, max(self.settings.top_k, 10),
                                         focus=question if standalone != question else None)
         return {"question": question, "standalone": standalone, "result": result,
@@ -130,21 +143,59 @@ class Assistant:
         state["confidence"] = self.gate.confidence(hits, result.plan)
         if state["confidence"] < self.gate.threshold:
             return state  # below the gate no composer runs, LLM or not
-        evidence = Evidence(question=state["standalone"], plan=result.plan, hits=hits,
-                            chinese=chinese)
         extractive: ExtractiveComposer = state["loaded"].extractive
+        evidence = Evidence(question=state["standalone"], plan=result.plan, hits=hits,
+                            chinese=chinese, quote=extractive.quote)
+        state["evidence"] = evidence
         composer = self.composer or extractive
         try:
             draft = composer.compose(evidence)
         except ComposerError as exc:
             log.warning("%s composer failed (%s); answering offline", composer.name, exc)
             draft = extractive.compose(evidence)
-        draft, _problems = verify_citations(draft, hits)
+        state["draft"] = self._checked(draft, evidence, composer, extractive)
+        return state
+
+    def _checked(self, draft: Draft, evidence: Evidence, composer: Composer,
+                 extractive: ExtractiveComposer) -> Draft:
+        """Verify citations; a model answer left with no valid citation is replaced offline."""
+        draft, _problems = verify_citations(draft, evidence.hits)
         if not draft.citations and composer is not extractive:
             log.warning("%s answer had no valid citation; answering offline", composer.name)
-            draft, _ = verify_citations(extractive.compose(evidence), hits)
-        state["draft"] = draft
-        return state
+            draft, _ = verify_citations(extractive.compose(evidence), evidence.hits)
+        return draft
+
+    def answer_stream(self, question: str, history: Sequence[Turn] = ()) -> Iterator[tuple[str, Any]]:
+        """("retrieval", hits), then ("delta", text) pieces as they are produced (model tokens with an
+        LLM, pieces of the answer offline), then ("done", Answer) — the checked answer."""
+        state = self._retrieve(question, history)
+        yield "retrieval", state["result"].hits
+        hits = tuple(state["result"].hits)
+        state["chinese"] = is_chinese(question)
+        state["confidence"] = self.gate.confidence(hits, state["result"].plan)
+        state["draft"] = None
+        stream = getattr(self.composer, "stream_raw", None)
+        if state["confidence"] >= self.gate.threshold and stream is not None:
+            extractive: ExtractiveComposer = state["loaded"].extractive
+            evidence = Evidence(question=state["standalone"], plan=state["result"].plan, hits=hits,
+                                chinese=state["chinese"], quote=extractive.quote)
+            pieces: list[str] = []
+            try:
+                for piece in stream(evidence):
+                    pieces.append(piece)
+                    yield "delta", piece
+                draft = self.composer.check("".join(pieces), evidence)  # type: ignore[union-attr]
+            except ComposerError as exc:
+                log.warning("%s composer failed while streaming (%s); answering offline", self.composer.name, exc)
+                draft = extractive.compose(evidence)
+            state["draft"] = self._checked(draft, evidence, self.composer, extractive)  # type: ignore[arg-type]
+            yield "done", self._finish(state)
+            return
+        answer = self._finish(self._compose(state))
+        for piece in re.findall(r"[^。！？\n]*[。！？\n]?", answer.answer):
+            if piece:
+                yield "delta", piece
+        yield "done", answer
 
     def _finish(self, state: dict) -> Answer:
         result = state["result"]
@@ -177,5 +228,9 @@ def build_assistant(settings: Settings, composer: Composer | None = None,
     user_dicts = (settings.user_dict,) if settings.user_dict else ()
     tokenizer = shared_tokenizer(user_dicts)
     prompts = load_prompts(settings.prompts_dir)
+    if composer is None and settings.llm:
+        from assistant.llm import LLMComposer, make_chat_model
+
+        composer = LLMComposer(make_chat_model(settings), prompts)
     embedder = embedder or make_embedder(settings.embedding)
     return Assistant(settings, embedder, tokenizer, prompts, composer)

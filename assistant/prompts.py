@@ -18,6 +18,12 @@ REQUIRED: dict[str, set[str]] = {
     "refusal_en": {"contact"},
     "slack_apology_zh": {"reason", "contact"},
     "slack_apology_en": {"reason", "contact"},
+    "llm_system_zh": set(),
+    "llm_system_en": set(),
+    "llm_user_zh": {"evidence", "question"},
+    "llm_user_en": {"evidence", "question"},
+    "rewrite_zh": {"history", "question"},
+    "rewrite_en": {"history", "question"},
 }
 
 

@@ -163,6 +163,10 @@ def test_requests_keep_succeeding_during_ingest(rulebook_copy: Path, warm_data_d
     assert "停车规定.md" not in {x["source"] for x in before["retrieved"]}
     (rulebook_copy / "停车规定.md").write_text(
         "# 停车规定\n第一条 员工车辆停放在地下二层员工车位，每月停车费300元。\n", "utf-8")
+    for i in range(12):  # new text to embed, so that the ingest takes a few seconds
+        (rulebook_copy / f"附加规定{i}.md").write_text(
+            f"# 附加规定{i}\n" + "".join(f"第{n}条 第{i}号附加规定的第{n}项要求，编号{i * 100 + k}。\n"
+                                        for k, n in enumerate("一二三四五六七八九十")), "utf-8")
     statuses: list[int] = []
     stop = threading.Event()
 

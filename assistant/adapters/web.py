@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import threading
 import time
 import uuid
@@ -77,16 +76,6 @@ class RateLimiter:
                 return 0.0
             self._buckets[client] = (tokens, now)
             return (1.0 - tokens) / rate
-
-
-def _pieces(text: str) -> Iterator[str]:
-    """The answer text in sentence-sized pieces, for streaming."""
-    start = 0
-    for m in re.finditer(r"[。！？；\n]|(?<=[.!?])\s", text):
-        yield text[start : m.end()]
-        start = m.end()
-    if start < len(text):
-        yield text[start:]
 
 
 def _sse(event: str, data: Any) -> str:
@@ -181,21 +170,29 @@ def create_app(settings: Settings, assistant: Any = None, records: Records | Non
         clean_question(body)  # reject bad input with a plain 4xx before the stream starts
 
         def events() -> Iterator[str]:
+            question = body.question.strip()
+            conversation_id = body.conversation_id or uuid.uuid4().hex
             try:
-                ans, answer_id, conversation_id = answer(body)
-            except ApiError as exc:
-                yield _sse("error", {"code": exc.code, "message": exc.message})
-                return
+                for kind, value in assistant.answer_stream(question, records.history(conversation_id)):
+                    if kind == "retrieval":
+                        yield _sse("retrieval", {"retrieved": [
+                            {"clause_id": h.clause.clause_id, "source": h.clause.source, "clause": h.clause.label,
+                             "score": round(h.score, 4)} for h in value]})
+                    elif kind == "delta":
+                        yield _sse("delta", {"text": value})
+                    else:
+                        ans: Answer = value
+                        answer_id = records.add_answer(ans, channel="web", generation=ans.generation,
+                                                       conversation_id=conversation_id,
+                                                       content_hashes=ans.content_hashes())
+                        d = ans.to_dict()
+                        yield _sse("citations", {"citations": d["citations"]})  # verified
+                        yield _sse("done", {**d, "answer_id": answer_id, "conversation_id": conversation_id})
+            except RulebookError as exc:
+                yield _sse("error", {"code": "not_ready", "message": str(exc)})
             except Exception:
                 log.exception("unexpected error while streaming")
                 yield _sse("error", {"code": "internal_error", "message": "Something went wrong on our side."})
-                return
-            d = ans.to_dict()
-            yield _sse("retrieval", {"retrieved": d["retrieved"], "grounded": d["grounded"]})
-            for piece in _pieces(ans.answer):
-                yield _sse("delta", {"text": piece})
-            yield _sse("citations", {"citations": d["citations"]})
-            yield _sse("done", {**d, "answer_id": answer_id, "conversation_id": conversation_id})
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
