@@ -217,3 +217,34 @@ def test_slash_command_share_full_clause_and_feedback(slack, fake: FakeSlack, re
              content_type="application/x-www-form-urlencoded")
     fake.wait_for("respond/fb")
     assert [(f.rating, f.channel) for f in records.feedback(answer_id)] == [("down", "slack")]
+
+
+# --- rendering limits ---------------------------------------------------------------------------
+
+def test_blocks_escape_and_respect_slack_limits() -> None:
+    from assistant.adapters.slack_blocks import BLOCK_LIMIT, SECTION_LIMIT, answer_blocks, clause_blocks
+    from assistant.schema import Clause
+
+    quote = "不得把 <script> & 代码粘贴到 <客户系统>。" * 200
+    citations = [{"n": i, "clause_id": f"c{i}", "document": "员工行为准则", "source": "x.html",
+                  "clause": "信息安全", "path": ["信息安全"], "quote": quote} for i in range(1, 80)]
+    answer = {"grounded": True, "answer": "答案 <b>&</b> " * 1000, "citations": citations}
+    blocks = answer_blocks(answer, "a1")
+    assert len(blocks) <= BLOCK_LIMIT and blocks[-1]["type"] == "actions"
+    for b in blocks:
+        if b["type"] == "section":
+            text = b["text"]["text"]
+            assert len(text) <= SECTION_LIMIT
+            assert "<script>" not in text and "<b>" not in text
+    assert "&amp;" in blocks[0]["text"]["text"] and "&lt;b&gt;" in blocks[0]["text"]["text"]
+    long_clause = Clause("c", "x.md", "规定", "第一条", ("第一条",), "很长的规定<a>。" * 2000, 0, "h")
+    cb = clause_blocks(long_clause)
+    assert all(len(b["text"]["text"]) <= SECTION_LIMIT for b in cb) and len(cb) <= BLOCK_LIMIT
+    assert "&lt;a&gt;" in cb[1]["text"]["text"]
+
+
+def test_refusal_names_whom_to_ask(slack, fake: FakeSlack) -> None:  # type: ignore[no-untyped-def]
+    dispatch(slack, event_body(mention("推荐一只明年能涨的股票"), "Ev-refuse"))
+    (post,) = fake.wait_for("chat.postMessage")
+    text = section_texts(post["blocks"])
+    assert text.startswith(":warning:") and "人力资源部" in text
