@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     llm_timeout: float = Field(30.0, gt=0)
     llm_max_retries: int = Field(2, ge=0, le=10)
     llm_temperature: float = 0.0
+    llm_max_tokens: int = Field(400, ge=16, description="Longest answer the model may write.")
 
     # web
     host: str = "127.0.0.1"

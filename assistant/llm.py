@@ -28,6 +28,13 @@ from assistant.text import normalise
 log = logging.getLogger(__name__)
 
 _MARKER = re.compile(r"\[(\d{1,2})\]")
+# The prompt's own structure echoed back (chat-template tokens, the evidence fences and headers):
+# a sentence carrying any of it is prompt text, not an answer, whatever it cites.
+_SCAFFOLDING = re.compile(
+    r"<<\s*/?SYS\s*>>|\[/?INST\]|<\|[a-z_]+\|>|<start_of_turn>|<end_of_turn>|\"\"\"|"
+    r"(?:^|\n)\s*(?:依据|问题|Evidence|Question)\s*[：:]|\[\d{1,2}\]\s*《",
+    re.IGNORECASE,
+)
 _SENTENCE = re.compile(r"[^。！？!?\n]+(?:[。！？!?]+|\n|$)")
 _CN_NUM = r"[零〇一二两三四五六七八九十百千万]+"
 _FIGURE = re.compile(
@@ -43,9 +50,13 @@ def make_chat_model(settings: Settings):  # type: ignore[no-untyped-def]
         raise ConfigError("RULEBOOK_LLM is set but LangChain's model support is not installed: "
                           "pip install -e '.[llm]'") from exc
     kwargs: dict[str, Any] = {"temperature": settings.llm_temperature, "timeout": settings.llm_timeout,
-                              "max_retries": settings.llm_max_retries}
+                              "max_retries": settings.llm_max_retries, "max_tokens": settings.llm_max_tokens}
     if settings.llm_base_url:
         kwargs["base_url"] = settings.llm_base_url
+        # langchain-openai sends the length cap as `max_completion_tokens`, which self-hosted
+        # OpenAI-compatible servers (llama.cpp, vLLM, Ollama) ignore: a small model then writes
+        # thousands of tokens. They read the classic `max_tokens`.
+        kwargs["extra_body"] = {"max_tokens": settings.llm_max_tokens}
     if settings.llm_api_key:
         kwargs["api_key"] = settings.llm_api_key
     elif settings.llm_base_url:
@@ -147,6 +158,9 @@ class LLMComposer:
                 notes.append(f"dropped citation [{n}]: not in the evidence")
                 sentence = sentence.replace(f"[{n}]", "")
             body = _MARKER.sub("", sentence)
+            if _SCAFFOLDING.search(sentence):
+                notes.append(f"dropped sentence echoing the prompt: {body.strip()[:60]}")
+                continue
             figures = _canonical_figures(body)
             if figures:
                 supported = set().union(*(_canonical_figures(hits[n - 1].clause.text) for n in valid)) \
