@@ -85,6 +85,13 @@ def _canonical_figures(text: str) -> set[str]:
     return out
 
 
+PROMPT_RUN = 10
+
+
+def _runs(text: str) -> set[str]:
+    return {text[i : i + PROMPT_RUN] for i in range(len(text) - PROMPT_RUN + 1)}
+
+
 def render_evidence(evidence: Evidence) -> str:
     """Numbered clauses, each fenced as data so instructions inside rule text stay text."""
     parts = []
@@ -105,6 +112,12 @@ class LLMComposer:
 
         self.model = model
         self.prompts = prompts
+        # Every 10-character run of the instructions: a sentence containing one is the prompt
+        # recited back (small models do this), not an answer, even when it carries a marker.
+        self._prompt_runs = {
+            run for name in ("llm_system_zh", "llm_system_en", "llm_user_zh", "llm_user_en")
+            for run in _runs(normalise(re.sub(r"\{\w+\}", "", prompts.templates[name])))
+        }
         self.max_evidence = max_evidence
         self._chains = {}
         for lang in ("zh", "en"):
@@ -158,7 +171,7 @@ class LLMComposer:
                 notes.append(f"dropped citation [{n}]: not in the evidence")
                 sentence = sentence.replace(f"[{n}]", "")
             body = _MARKER.sub("", sentence)
-            if _SCAFFOLDING.search(sentence):
+            if _SCAFFOLDING.search(sentence) or _runs(normalise(body)) & self._prompt_runs:
                 notes.append(f"dropped sentence echoing the prompt: {body.strip()[:60]}")
                 continue
             figures = _canonical_figures(body)
