@@ -96,10 +96,10 @@ def test_rate_limit_is_retried_after_retry_after(sample_index: IndexedCorpus, fa
 
 
 def test_slow_endpoint_times_out_and_falls_back(sample_index: IndexedCorpus, fake: FakeOpenAI) -> None:
-    fake.default = Reply("一般咨询在24小时内答复[1]。", delay=3.0)
+    fake.default = Reply("一般咨询在24小时内答复[1]。", delay=10.0)
     t0 = time.time()
     a = llm_assistant(sample_index, fake, llm_timeout=1.0).answer(Q)
-    assert a.composer == "extractive" and time.time() - t0 < 2.9
+    assert a.composer == "extractive" and time.time() - t0 < 8.0  # did not wait for the endpoint
 
 
 def test_below_the_gate_the_model_is_never_called(sample_index: IndexedCorpus, fake: FakeOpenAI) -> None:
