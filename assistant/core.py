@@ -134,19 +134,27 @@ class Assistant:
         return {"question": question, "standalone": standalone, "result": result,
                 "loaded": loaded, "t0": t0, "t_retrieved": time.perf_counter()}
 
-    def _compose(self, state: dict) -> dict:
+    def _gate(self, state: dict) -> Evidence | None:
+        """Gate the retrieved clauses; the evidence for a composer, or None below the gate."""
         result = state["result"]
         hits = tuple(result.hits)
-        chinese = is_chinese(state["question"])
-        state["chinese"] = chinese
+        state["chinese"] = is_chinese(state["question"])
         state["draft"] = None
         state["confidence"] = self.gate.confidence(hits, result.plan)
         if state["confidence"] < self.gate.threshold:
-            return state  # below the gate no composer runs, LLM or not
+            return None  # below the gate no composer runs, LLM or not
         extractive: ExtractiveComposer = state["loaded"].extractive
-        evidence = Evidence(question=state["standalone"], plan=result.plan, hits=hits,
-                            chinese=chinese, quote=extractive.quote)
-        state["evidence"] = evidence
+        return Evidence(question=state["standalone"], plan=result.plan, hits=hits,
+                        chinese=state["chinese"], quote=extractive.quote)
+
+    def _compose(self, state: dict) -> dict:
+        return self._draft(state, self._gate(state))
+
+    def _draft(self, state: dict, evidence: Evidence | None) -> dict:
+        """Compose and check an answer from gated evidence (nothing when below the gate)."""
+        if evidence is None:
+            return state
+        extractive: ExtractiveComposer = state["loaded"].extractive
         composer = self.composer or extractive
         try:
             draft = composer.compose(evidence)
@@ -170,15 +178,10 @@ class Assistant:
         LLM, pieces of the answer offline), then ("done", Answer) — the checked answer."""
         state = self._retrieve(question, history)
         yield "retrieval", state["result"].hits
-        hits = tuple(state["result"].hits)
-        state["chinese"] = is_chinese(question)
-        state["confidence"] = self.gate.confidence(hits, state["result"].plan)
-        state["draft"] = None
         stream = getattr(self.composer, "stream_raw", None)
-        if state["confidence"] >= self.gate.threshold and stream is not None:
+        evidence = self._gate(state)
+        if evidence is not None and stream is not None:
             extractive: ExtractiveComposer = state["loaded"].extractive
-            evidence = Evidence(question=state["standalone"], plan=state["result"].plan, hits=hits,
-                                chinese=state["chinese"], quote=extractive.quote)
             pieces: list[str] = []
             try:
                 for piece in stream(evidence):
@@ -191,7 +194,7 @@ class Assistant:
             state["draft"] = self._checked(draft, evidence, self.composer, extractive)  # type: ignore[arg-type]
             yield "done", self._finish(state)
             return
-        answer = self._finish(self._compose(state))
+        answer = self._finish(self._draft(state, evidence))
         for piece in re.findall(r"[^。！？\n]*[。！？\n]?", answer.answer):
             if piece:
                 yield "delta", piece

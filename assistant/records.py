@@ -60,16 +60,17 @@ class Records:
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
 
-    def add_answer(self, answer: Answer, *, channel: str, generation: str,
-                   conversation_id: str | None, content_hashes: dict[str, str]) -> str:
+    def add_answer(self, answer: Answer, *, channel: str, conversation_id: str | None) -> str:
+        """Record an answer with the content hash of every clause it cites; returns its id."""
         answer_id = uuid.uuid4().hex
+        content_hashes = answer.content_hashes()
         payload = json.dumps(answer.to_dict(), ensure_ascii=False)
         with self._lock, self._db:
             self._db.execute(
                 "INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (answer_id, time.time(), channel, conversation_id, answer.question,
                  answer.standalone_question or answer.question, int(answer.grounded), answer.answer,
-                 answer.composer, answer.confidence, answer.timings_ms.get("total", 0.0), generation,
+                 answer.composer, answer.confidence, answer.timings_ms.get("total", 0.0), answer.generation,
                  payload),
             )
             self._db.executemany(

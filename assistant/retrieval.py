@@ -153,7 +153,6 @@ class HybridSearcher:
         own = self.tokenizer.tokens(text)
         extra: list[str] = []
         concepts: list[Concept] = []
-        explained: set[str] = set()
         fired_all: list[str] = []
         grams = _en_ngrams(low)
         for exp in self.synonyms:
@@ -165,10 +164,10 @@ class HybridSearcher:
             alts = frozenset(tok for term in exp.terms for tok in self.tokenizer.tokens(term))
             known = [self.idf[a] for a in alts if a in self.idf]
             concepts.append(Concept(alts, max(known) if known else self.max_idf, bool(known)))
-            explained.update(tok for tok in own if any(tok in f for f in fired))
         stop = stopwords()
         words = [w for w in self.tokenizer.words(text) if w not in stop]
-        explained.update(w for w in words if any(w in f for f in fired_all))
+        # Words inside a fired trigger are stood for by that mapping's concept.
+        explained = {w for w in words if any(w in f for f in fired_all)}
         for tok in dict.fromkeys(words):
             if tok in explained:
                 continue

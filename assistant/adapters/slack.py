@@ -61,8 +61,7 @@ def create_slack_app(settings: Settings, assistant: Any, records: Records,
 
     def answer(question: str, conversation_id: str) -> tuple[dict[str, Any], str]:
         ans = assistant.answer(question, records.history(conversation_id))
-        answer_id = records.add_answer(ans, channel="slack", generation=ans.generation,
-                                       conversation_id=conversation_id, content_hashes=ans.content_hashes())
+        answer_id = records.add_answer(ans, channel="slack", conversation_id=conversation_id)
         return ans.to_dict(), answer_id
 
     def reply_in_slack(client: WebClient, channel: str, ts: str, thread_ts: str | None, question: str,

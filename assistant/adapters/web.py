@@ -155,8 +155,7 @@ def create_app(settings: Settings, assistant: Any = None, records: Records | Non
             ans = assistant.answer(question, history)
         except RulebookError as exc:
             raise ApiError(503, "not_ready", str(exc)) from exc
-        answer_id = records.add_answer(ans, channel="web", generation=ans.generation,
-                                       conversation_id=conversation_id, content_hashes=ans.content_hashes())
+        answer_id = records.add_answer(ans, channel="web", conversation_id=conversation_id)
         return ans, answer_id, conversation_id
 
     @app.post("/v1/ask", summary="Answer a question with cited clauses")
@@ -182,9 +181,7 @@ def create_app(settings: Settings, assistant: Any = None, records: Records | Non
                         yield _sse("delta", {"text": value})
                     else:
                         ans: Answer = value
-                        answer_id = records.add_answer(ans, channel="web", generation=ans.generation,
-                                                       conversation_id=conversation_id,
-                                                       content_hashes=ans.content_hashes())
+                        answer_id = records.add_answer(ans, channel="web", conversation_id=conversation_id)
                         d = ans.to_dict()
                         yield _sse("citations", {"citations": d["citations"]})  # verified
                         yield _sse("done", {**d, "answer_id": answer_id, "conversation_id": conversation_id})
