@@ -81,6 +81,31 @@ def _trigger_hit(trigger: str, q: str, grams: set[str]) -> bool:
     return trigger in q
 
 
+_SEGMENT_BREAK = re.compile(r"[，,。.？?！!；;：:、\s]+")
+# Extra characters a Chinese trigger may have between its words: "报销谁批" also fires for
+# "报销8000块要谁批", "加班要批" for "加班的话要不要批".
+TRIGGER_GAP = 6
+
+
+def _gapped_hit(words: tuple[str, ...], length: int, segments: list[str]) -> bool:
+    """All `words` in order inside one segment of the question, spanning at most
+    `length + TRIGGER_GAP` characters."""
+    for seg in segments:
+        start = seg.find(words[0])
+        while start >= 0:
+            end = start + len(words[0])
+            for w in words[1:]:
+                at = seg.find(w, end)
+                if at < 0:
+                    break
+                end = at + len(w)
+            else:
+                if end - start <= length + TRIGGER_GAP:
+                    return True
+            start = seg.find(words[0], start + 1)
+    return False
+
+
 @dataclass(frozen=True)
 class Concept:
     """One thing the question asks about: a term of its own, or a dictionary mapping that fired
@@ -125,6 +150,9 @@ class HybridSearcher:
         self.embedder = embedder
         self.tokenizer = tokenizer
         self.synonyms = synonyms
+        # Chinese triggers of two or more words, also matched with a few characters between them.
+        self.gapped = {t: tuple(tokenizer.words(t)) for exp in synonyms for t in exp.triggers
+                       if not t.isascii() and len(tokenizer.words(t)) > 1}
         clauses = snapshot.clauses
         self.clause_tokens = [tokenizer.tokens(self._lexical_text(c)) for c in clauses]
         self.clause_token_sets = [set(t) for t in self.clause_tokens]
@@ -155,8 +183,10 @@ class HybridSearcher:
         concepts: list[Concept] = []
         fired_all: list[str] = []
         grams = _en_ngrams(low)
+        segments = [seg for seg in _SEGMENT_BREAK.split(low) if seg]
         for exp in self.synonyms:
-            fired = [t for t in exp.triggers if _trigger_hit(t, low, grams)]
+            fired = [t for t in exp.triggers if _trigger_hit(t, low, grams)
+                     or (t in self.gapped and _gapped_hit(self.gapped[t], len(t), segments))]
             if not fired:
                 continue
             fired_all.extend(fired)

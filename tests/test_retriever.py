@@ -70,3 +70,18 @@ def test_answer_for_tiny_corpus_lists_what_exists(tmp_path: Path) -> None:
     answer = build_assistant(settings).answer("每月几号发放工资？")
     assert answer.grounded and answer.citations[0].clause == "第一条"
     assert len(answer.retrieved) == 1
+
+
+class TestDictionaryTriggers:
+    """Lay wording fires its rule-wording mapping even with words in between."""
+
+    def test_trigger_words_with_a_few_characters_between(self, sample_index: IndexedCorpus) -> None:
+        searcher = sample_index.assistant._current().searcher
+        assert "分级审批" in searcher.plan("报销谁批").expansions
+        assert "分级审批" in searcher.plan("报销8000块要谁批").expansions
+
+    def test_trigger_words_in_different_parts_of_the_question_do_not_fire(
+            self, sample_index: IndexedCorpus) -> None:
+        searcher = sample_index.assistant._current().searcher
+        assert "分级审批" not in searcher.plan("报销单交了，谁能批我的加班").expansions
+        assert "分级审批" not in searcher.plan("报销一张出差时在机场买的咖啡的票，谁批").expansions
