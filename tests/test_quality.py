@@ -1,5 +1,5 @@
-"""Answer quality cannot regress silently: the sample-rulebook and seed eval sets must stay above
-floors set just under the figures reached (eval/REPORT.md). Offline default, no LLM.
+"""Answer quality cannot regress silently: the sample-rulebook, seed and labour-law eval sets must
+stay above floors set just under the figures reached (eval/REPORT.md). Offline default, no LLM.
 
 Also the verbatim-recall check of the design card on the 685 labour-law articles (slow).
 """
@@ -22,10 +22,15 @@ CASES = ROOT / "eval" / "cases"
 # file → metric → (floor, "min" | "max")
 FLOORS = {
     "sample_rulebook.jsonl": {
-        "hit@5": (0.92, "min"), "mrr@10": (0.83, "min"), "recall@5": (0.91, "min"),
-        "citation_precision": (0.72, "min"), "any_expected_cited": (0.79, "min"),
+        "hit@5": (0.93, "min"), "mrr@10": (0.85, "min"), "recall@5": (0.93, "min"),
+        "citation_precision": (0.75, "min"), "any_expected_cited": (0.80, "min"),
         "refusal_recall": (0.60, "min"), "refusal_precision": (0.68, "min"),
-        "wrongly_refused": (0.06, "max"), "must_contain": (0.72, "min"),
+        "wrongly_refused": (0.06, "max"), "must_contain": (0.75, "min"),
+    },
+    # The set nearest to real staff questions over a statute-style rulebook.
+    "labour_law.jsonl": {
+        "hit@5": (0.82, "min"), "mrr@10": (0.66, "min"), "any_expected_cited": (0.59, "min"),
+        "wrongly_refused": (0.03, "max"),
     },
     "seeds.jsonl": {
         "hit@5": (0.95, "min"), "mrr@10": (0.90, "min"), "any_expected_cited": (0.83, "min"),
@@ -36,7 +41,7 @@ FLOORS = {
 
 @pytest.fixture(scope="module")
 def quality_run(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    files = [CASES / "sample_rulebook.jsonl", CASES / "seeds.jsonl"]
+    files = [CASES / name for name in sorted(FLOORS)]
     settings = make_settings(tmp_path_factory.mktemp("quality"))
     return run(files, settings, build_assistant, lambda folder, local: ingest(folder, local))
 
