@@ -151,8 +151,9 @@ class HybridSearcher:
         self.tokenizer = tokenizer
         self.synonyms = synonyms
         # Chinese triggers of two or more words, also matched with a few characters between them.
-        self.gapped = {t: tuple(tokenizer.words(t)) for exp in synonyms for t in exp.triggers
-                       if not t.isascii() and len(tokenizer.words(t)) > 1}
+        split = {t: tuple(tokenizer.words(t)) for exp in synonyms for t in exp.triggers
+                 if not t.isascii()}
+        self.gapped = {t: words for t, words in split.items() if len(words) > 1}
         clauses = snapshot.clauses
         self.clause_tokens = [tokenizer.tokens(self._lexical_text(c)) for c in clauses]
         self.clause_token_sets = [set(t) for t in self.clause_tokens]
