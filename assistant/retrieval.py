@@ -87,6 +87,20 @@ _SEGMENT_BREAK = re.compile(r"[，,。.？?！!；;：:、\s]+")
 TRIGGER_GAP = 6
 
 
+def _trigger_units(words: list[str]) -> tuple[str, ...]:
+    """The words of a trigger, runs of one-character words glued back together: a gap may fall
+    between 报销 and 谁批, never inside 年假 or 白事 (else 今年…请个假 and 明白这事 would fire)."""
+    units: list[str] = []
+    glue = False  # the last unit is a run of one-character words
+    for w in words:
+        if len(w) == 1 and glue:
+            units[-1] += w
+        else:
+            units.append(w)
+            glue = len(w) == 1
+    return tuple(units)
+
+
 def _gapped_hit(words: tuple[str, ...], length: int, segments: list[str]) -> bool:
     """All `words` in order inside one segment of the question, spanning at most
     `length + TRIGGER_GAP` characters."""
@@ -151,9 +165,9 @@ class HybridSearcher:
         self.tokenizer = tokenizer
         self.synonyms = synonyms
         # Chinese triggers of two or more words, also matched with a few characters between them.
-        split = {t: tuple(tokenizer.words(t)) for exp in synonyms for t in exp.triggers
+        split = {t: _trigger_units(tokenizer.words(t)) for exp in synonyms for t in exp.triggers
                  if not t.isascii()}
-        self.gapped = {t: words for t, words in split.items() if len(words) > 1}
+        self.gapped = {t: units for t, units in split.items() if len(units) > 1}
         clauses = snapshot.clauses
         self.clause_tokens = [tokenizer.tokens(self._lexical_text(c)) for c in clauses]
         self.clause_token_sets = [set(t) for t in self.clause_tokens]

@@ -85,3 +85,11 @@ class TestDictionaryTriggers:
         searcher = sample_index.assistant._current().searcher
         assert "分级审批" not in searcher.plan("报销单交了，谁能批我的加班").expansions
         assert "分级审批" not in searcher.plan("报销一张出差时在机场买的咖啡的票，谁批").expansions
+
+    def test_one_character_words_of_a_trigger_stay_together(self, sample_index: IndexedCorpus) -> None:
+        searcher = sample_index.assistant._current().searcher
+        assert "年休假" in searcher.plan("年假有几天").expansions
+        assert "丧假" in searcher.plan("家里办白事要请几天").expansions
+        # 年…假 and 白…事 with other characters between them are other words altogether.
+        assert "年休假" not in searcher.plan("今年我想请个假").expansions
+        assert "丧假" not in searcher.plan("我明白这事该怎么办了").expansions
