@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from assistant.prompts import Prompts
@@ -54,12 +54,35 @@ class Evidence:
     quote: Callable[[str, QueryPlan], str] | None = None  # the offline composer's verified quoting
 
 
+# What a model composer replies when the evidence does not answer the question (its prompts ask
+# for exactly this); never shown to a user.
+DECLINE = "NO_ANSWER"
+
+
+def hide_token(pieces: Iterable[str], token: str = DECLINE) -> Iterator[str]:
+    """Streamed text with `token` taken out, even when it arrives split across pieces: the tail
+    that could still become the token is held back until the next piece decides."""
+    held = ""
+    for piece in pieces:
+        held = (held + piece).replace(token, "")
+        keep = next((k for k in range(min(len(token) - 1, len(held)), 0, -1)
+                     if token.startswith(held[-k:])), 0)
+        out, held = held[: len(held) - keep], held[len(held) - keep:]
+        if out:
+            yield out
+    if held:
+        yield held
+
+
 @dataclass(frozen=True)
 class Draft:
     text: str
     citations: tuple[Citation, ...]
     composer: str
     notes: tuple[str, ...] = field(default=())
+    # The composer read the evidence and found it does not answer the question: a refusal, not a
+    # reason to answer offline from the same clauses.
+    declined: bool = False
 
 
 class Composer(Protocol):
@@ -205,4 +228,4 @@ def verify_citations(draft: Draft, hits: tuple[Hit, ...]) -> tuple[Draft, list[s
             kept.append(cit)
     for p in problems:
         log.warning("citation dropped: %s", p)
-    return Draft(draft.text, tuple(kept), draft.composer, draft.notes + tuple(problems)), problems
+    return replace(draft, citations=tuple(kept), notes=draft.notes + tuple(problems)), problems

@@ -23,6 +23,7 @@ from assistant.answering import (
     Evidence,
     EvidenceGate,
     ExtractiveComposer,
+    hide_token,
     verify_citations,
 )
 from assistant.config import Settings
@@ -166,8 +167,12 @@ class Assistant:
 
     def _checked(self, draft: Draft, evidence: Evidence, composer: Composer,
                  extractive: ExtractiveComposer) -> Draft:
-        """Verify citations; a model answer left with no valid citation is replaced offline."""
+        """Verify citations; a model answer left with no valid citation is replaced offline,
+        unless the model declined (the evidence does not answer the question): that is a refusal."""
         draft, _problems = verify_citations(draft, evidence.hits)
+        if draft.declined:
+            log.info("%s composer found no answer in the evidence; refusing", composer.name)
+            return draft
         if not draft.citations and composer is not extractive:
             log.warning("%s answer had no valid citation; answering offline", composer.name)
             draft, _ = verify_citations(extractive.compose(evidence), evidence.hits)
@@ -183,10 +188,15 @@ class Assistant:
         if evidence is not None and stream is not None:
             extractive: ExtractiveComposer = state["loaded"].extractive
             pieces: list[str] = []
-            try:
+            def raw() -> Iterator[str]:
                 for piece in stream(evidence):
                     pieces.append(piece)
-                    yield "delta", piece
+                    yield piece
+
+            try:
+                # A model that declines says so with a token no user should see mid-stream.
+                for shown in hide_token(raw()):
+                    yield "delta", shown
                 draft = self.composer.check("".join(pieces), evidence)  # type: ignore[union-attr]
             except ComposerError as exc:
                 log.warning("%s composer failed while streaming (%s); answering offline", self.composer.name, exc)

@@ -6,7 +6,10 @@ model | string parser. What comes back is checked in code, never trusted:
 - a sentence stating a number, deadline or amount must cite a clause that contains that figure,
   or the sentence is dropped;
 - each citation carries a quote chosen by code from the cited clause (verified like any quote);
-- with no valid citation left, the caller answers offline instead (and logs it).
+- with no valid citation left, the caller answers offline instead (and logs it);
+- `NO_ANSWER` on its own (the prompt asks for it when the evidence does not answer the question) is
+  the model declining: the caller refuses instead of answering offline from the same clauses.
+  This is the check the offline gate cannot make — a question near a rule but not answered by it.
 Any endpoint failure (timeout, 429, 5xx, malformed output) raises ComposerError: the offline
 composer answers.
 """
@@ -18,7 +21,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from assistant.answering import Draft, Evidence
+from assistant.answering import DECLINE, Draft, Evidence
 from assistant.config import Settings
 from assistant.errors import ComposerError, ConfigError
 from assistant.prompts import Prompts
@@ -92,6 +95,10 @@ def _runs(text: str) -> set[str]:
     return {text[i : i + PROMPT_RUN] for i in range(len(text) - PROMPT_RUN + 1)}
 
 
+def _bare(text: str) -> str:
+    return re.sub(r"[\W_]+", "", text).upper()
+
+
 def render_evidence(evidence: Evidence) -> str:
     """Numbered clauses, each fenced as data so instructions inside rule text stay text."""
     parts = []
@@ -161,10 +168,16 @@ class LLMComposer:
         notes: list[str] = []
         kept: list[str] = []
         used: list[int] = []
+        declined = False
         for m in _SENTENCE.finditer(text.strip()):
             sentence = m.group(0)
             if not sentence.strip():
                 continue
+            if _bare(sentence) == _bare(DECLINE):
+                declined = True
+                continue
+            # Anywhere else the token is never shown (a model reciting its instructions quotes it).
+            sentence = sentence.replace(DECLINE, "")
             refs = [int(x) for x in _MARKER.findall(sentence)]
             valid = [n for n in refs if 1 <= n <= len(hits)]
             for n in set(refs) - set(valid):
@@ -197,8 +210,10 @@ class LLMComposer:
         for note in notes:
             log.warning("llm answer checked: %s", note)
         if not citations:
-            notes.append("no valid citation in the model's answer")
-        return Draft(text=answer, citations=tuple(citations), composer=self.name, notes=tuple(notes))
+            notes.append("the model found no answer in the evidence" if declined
+                         else "no valid citation in the model's answer")
+        return Draft(text=answer, citations=tuple(citations), composer=self.name, notes=tuple(notes),
+                     declined=declined and not citations)
 
     def rewrite(self, question: str, history: Sequence[Turn], chinese: bool) -> str:
         """A standalone version of a follow-up question; raises ComposerError on failure."""

@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from assistant.answering import DECLINE, hide_token
 from assistant.core import build_assistant
+from assistant.prompts import load_prompts
 from assistant.schema import Turn
 from ingest.pipeline import ingest
 
-from .conftest import IndexedCorpus, make_settings
+from .conftest import ROOT, IndexedCorpus, make_settings
 from .openai_fake import FakeOpenAI, Reply
 
 pytest.importorskip("langchain_openai", reason="pip install -e '.[llm]'")
@@ -106,6 +108,53 @@ def test_below_the_gate_the_model_is_never_called(sample_index: IndexedCorpus, f
     fake.default = Reply("你好！[1]")
     a = llm_assistant(sample_index, fake).answer("你好")
     assert not a.grounded and fake.requests == []
+
+
+# --- the model declines: a near miss the offline gate lets through becomes a refusal -------------
+
+NEAR_MISS = "办了张健身卡，公司能报销吗？"  # reimbursement is covered; gym cards are not
+
+
+def test_model_declining_is_a_refusal(sample_index: IndexedCorpus, fake: FakeOpenAI) -> None:
+    assert sample_index.assistant.answer(NEAR_MISS).grounded  # offline, the gate lets it through
+    fake.script = [Reply(DECLINE)]
+    a = llm_assistant(sample_index, fake).answer(NEAR_MISS)
+    assert len(fake.requests) == 1  # the model read the evidence …
+    assert not a.grounded and not a.citations  # … and its verdict stands: no offline answer instead
+    assert DECLINE not in a.answer and "hr@chengchuan.example" in a.answer
+
+
+def test_decline_token_beside_a_cited_answer_is_dropped(sample_index: IndexedCorpus, fake: FakeOpenAI) -> None:
+    fake.script = [Reply(f"一般咨询应当在24小时内答复客户[1]。{DECLINE}")]
+    a = llm_assistant(sample_index, fake).answer(Q)
+    assert a.grounded and a.composer == "llm" and a.answer == "一般咨询应当在24小时内答复客户[1]。"
+
+
+def test_recited_instructions_mentioning_the_token_are_not_a_decline(sample_index: IndexedCorpus,
+                                                                      fake: FakeOpenAI) -> None:
+    fake.script = [Reply(f"3. 依据中没有能回答这个问题的条款时，只回复 {DECLINE}，不要写别的。")]
+    a = llm_assistant(sample_index, fake).answer(Q)
+    assert a.grounded and a.composer == "extractive" and DECLINE not in a.answer
+
+
+def test_streamed_decline_never_shows_the_token(sample_index: IndexedCorpus, fake: FakeOpenAI) -> None:
+    fake.default = Reply(DECLINE)  # streamed in 4-character pieces: "NO_A", "NSWE", "R"
+    events = list(llm_assistant(sample_index, fake).answer_stream(NEAR_MISS))
+    shown = "".join(v for e, v in events if e == "delta")
+    assert "NO_" not in shown and "NSWE" not in shown
+    (done,) = [v for e, v in events if e == "done"]
+    assert not done.grounded and fake.requests[-1].get("stream") is True
+
+
+def test_hide_token_across_pieces() -> None:
+    assert "".join(hide_token(["一般", "NO_", "ANS", "WER", "。"])) == "一般。"
+    assert "".join(hide_token(["N", "O", "ted."])) == "NOted."  # a prefix that never completes is kept
+    assert list(hide_token([])) == []
+
+
+def test_prompts_ask_for_the_decline_token() -> None:
+    prompts = load_prompts(ROOT / "prompts")
+    assert all(DECLINE in prompts.templates[f"llm_system_{lang}"] for lang in ("zh", "en"))
 
 
 def test_follow_up_is_rewritten_by_the_model(sample_index: IndexedCorpus, fake: FakeOpenAI) -> None:
