@@ -130,8 +130,7 @@ class Assistant:
         t0 = time.perf_counter()
         loaded = self._current()
         standalone = self.standalone(question, history)
-        result = loaded.searcher.search(standalone, max(self.settings.top_k, 10),
-                                        focus=question if standalone != question else None)
+        result = loaded.searcher.search(standalone, max(self.settings.top_k, 10))
         return {"question": question, "standalone": standalone, "result": result,
                 "loaded": loaded, "t0": t0, "t_retrieved": time.perf_counter()}
 

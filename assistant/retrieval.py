@@ -264,13 +264,8 @@ class HybridSearcher:
                 best_chunk[c] = chunk_id
         return semantic, best_chunk
 
-    def search(self, question: str, k: int = 10, focus: str | None = None) -> SearchResult:
-        """Clauses for `question`, best first.
-
-        `focus` is the latest message when `question` is a follow-up rewritten with earlier ones:
-        the vector leg then averages both, so the carried-over subject helps without drowning
-        what is asked now.
-        """
+    def search(self, question: str, k: int = 10) -> SearchResult:
+        """Clauses for `question`, best first."""
         timings: dict[str, float] = {}
         n = len(self.snapshot.clauses)
         t0 = time.perf_counter()
@@ -281,14 +276,10 @@ class HybridSearcher:
         t1 = time.perf_counter()
         timings["bm25"] = (t1 - t0) * 1000
         semantic, best_chunk = self._semantic(plan.embed_text)
-        legs = [semantic]
-        if focus and focus.strip() and focus.strip() != question.strip():
-            focused, _ = self._semantic(self.plan(focus).embed_text)
-            legs.append(focused)
         t2 = time.perf_counter()
         timings["vector"] = (t2 - t1) * 1000
 
-        fused = self._fuse(lexical, legs)
+        fused = self._fuse(lexical, semantic)
         order = np.argsort(-fused, kind="stable")[: max(k, 1)]
         hits = []
         for i in order:
@@ -299,7 +290,7 @@ class HybridSearcher:
                 clause=self.snapshot.clauses[i],
                 score=float(fused[i]),
                 lexical=float(lexical[i]),
-                semantic=float(max(leg[i] for leg in legs)),
+                semantic=float(semantic[i]),
                 coverage=self.coverage(plan, i),
                 best_chunk=best_chunk.get(i, ""),
             ))
@@ -307,16 +298,14 @@ class HybridSearcher:
         return SearchResult(hits=hits, plan=plan, timings_ms=timings)
 
     @staticmethod
-    def _fuse(lexical: np.ndarray, semantic_legs: list[np.ndarray]) -> np.ndarray:
-        """Fused score in [0, 1]: weighted max-normalised BM25 + min-max-normalised cosine
-        (averaged over the vector legs)."""
+    def _fuse(lexical: np.ndarray, semantic: np.ndarray) -> np.ndarray:
+        """Fused score in [0, 1]: weighted max-normalised BM25 + min-max-normalised cosine."""
         lex = lexical / lexical.max() if lexical.size and lexical.max() > 0 else np.zeros_like(lexical)
         sem = np.zeros_like(lexical)
-        for semantic in semantic_legs:
-            seen = semantic > 0  # clauses outside the vector candidates have no similarity
-            if seen.any():
-                lo, hi = semantic[seen].min(), semantic[seen].max()
-                sem[seen] += ((semantic[seen] - lo) / (hi - lo) if hi > lo else 1.0) / len(semantic_legs)
+        seen = semantic > 0  # clauses outside the vector candidates have no similarity
+        if seen.any():
+            lo, hi = semantic[seen].min(), semantic[seen].max()
+            sem[seen] = (semantic[seen] - lo) / (hi - lo) if hi > lo else 1.0
         return LEXICAL_WEIGHT * lex + (1.0 - LEXICAL_WEIGHT) * sem
 
 
