@@ -60,13 +60,15 @@ DECLINE = "NO_ANSWER"
 
 
 def hide_token(pieces: Iterable[str], token: str = DECLINE) -> Iterator[str]:
-    """Streamed text with `token` taken out, even when it arrives split across pieces: the tail
-    that could still become the token is held back until the next piece decides."""
+    """Streamed text with `token` (in any letter case) taken out, even when it arrives split across
+    pieces: the tail that could still become the token is held back until the next piece decides."""
+    anywhere = re.compile(re.escape(token), re.IGNORECASE)
+    upper = token.upper()
     held = ""
     for piece in pieces:
-        held = (held + piece).replace(token, "")
+        held = anywhere.sub("", held + piece)
         keep = next((k for k in range(min(len(token) - 1, len(held)), 0, -1)
-                     if token.startswith(held[-k:])), 0)
+                     if upper.startswith(held[-k:].upper())), 0)
         out, held = held[: len(held) - keep], held[len(held) - keep:]
         if out:
             yield out

@@ -95,6 +95,10 @@ def _runs(text: str) -> set[str]:
     return {text[i : i + PROMPT_RUN] for i in range(len(text) - PROMPT_RUN + 1)}
 
 
+_MARKERS_AFTER_STOP = re.compile(r"([。！？!?]+)[ \t]*((?:\[\d{1,2}\][ \t]*)+)")
+_DECLINE_ANYWHERE = re.compile(re.escape(DECLINE), re.IGNORECASE)
+
+
 def _bare(text: str) -> str:
     return re.sub(r"[\W_]+", "", text).upper()
 
@@ -169,15 +173,17 @@ class LLMComposer:
         kept: list[str] = []
         used: list[int] = []
         declined = False
+        # Markers written after the full stop ("…答复。[1]") belong to the sentence they close.
+        text = _MARKERS_AFTER_STOP.sub(lambda m: m.group(2).rstrip() + m.group(1), text)
         for m in _SENTENCE.finditer(text.strip()):
             sentence = m.group(0)
             if not sentence.strip():
                 continue
-            if _bare(sentence) == _bare(DECLINE):
+            if _bare(_MARKER.sub("", sentence)) == _bare(DECLINE):  # "NO_ANSWER", "NO_ANSWER [1]。"
                 declined = True
                 continue
             # Anywhere else the token is never shown (a model reciting its instructions quotes it).
-            sentence = sentence.replace(DECLINE, "")
+            sentence = _DECLINE_ANYWHERE.sub("", sentence)
             refs = [int(x) for x in _MARKER.findall(sentence)]
             valid = [n for n in refs if 1 <= n <= len(hits)]
             for n in set(refs) - set(valid):
@@ -195,7 +201,12 @@ class LLMComposer:
                 if missing:
                     notes.append(f"dropped sentence with unsupported figure(s) {sorted(missing)}: {body.strip()[:60]}")
                     continue
-            if not valid and not body.strip():
+            if not body.strip():
+                # Markers alone ("…答复。[1]") belong to the sentence before; with none kept, they
+                # would be a citation with nothing said.
+                if valid and kept:
+                    kept[-1] += sentence.strip()
+                    used.extend(n for n in valid if n not in used)
                 continue
             kept.append(sentence)
             used.extend(n for n in valid if n not in used)

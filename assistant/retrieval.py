@@ -81,42 +81,72 @@ def _trigger_hit(trigger: str, q: str, grams: set[str]) -> bool:
     return trigger in q
 
 
-_SEGMENT_BREAK = re.compile(r"[，,。.？?！!；;：:、\s]+")
+# Where one clause of a question ends, for gapped triggers: Chinese and ASCII punctuation (not the
+# point or comma inside a number such as 1.5 or 1,500), and spaces between Chinese characters
+# (colloquial questions use them as commas). Other spaces are dropped.
+_SEGMENT_BREAK = re.compile(
+    r"[，。？！；：、?!;]+|(?<!\d)[.,:]|[.,:](?!\d)|(?<=[\u3400-\u9fff])\s+(?=[\u3400-\u9fff])")
 # Extra characters a Chinese trigger may have between its words: "报销谁批" also fires for
 # "报销8000块要谁批", "加班要批" for "加班的话要不要批".
 TRIGGER_GAP = 6
+# Gapped triggers are looked for in this much of a question (a pasted document is not a question,
+# and the search grows with length times the number of triggers).
+GAPPED_SCAN_CHARS = 500
+
+
+_NEGATIONS = frozenset("不没未无别非勿莫")
 
 
 def _trigger_units(words: list[str]) -> tuple[str, ...]:
-    """The words of a trigger, runs of one-character words glued back together: a gap may fall
-    between 报销 and 谁批, never inside 年假 or 白事 (else 今年…请个假 and 明白这事 would fire)."""
+    """The words of a trigger as the pieces a gap may fall between. A run of one-character words is
+    one piece (年假, 白事, 谁批), and a negation joins what it negates (不 + 加班): else 今年…请个假
+    would fire 年假, 明白这事 白事, and 我不知道加班费 不加班."""
     units: list[str] = []
-    glue = False  # the last unit is a run of one-character words
+    run = False  # the last unit is a run of one-character words
+    negation = False  # … and it is a lone negation, which joins the next word whatever its length
     for w in words:
-        if len(w) == 1 and glue:
+        if units and (negation or (len(w) == 1 and run)):
             units[-1] += w
         else:
             units.append(w)
-            glue = len(w) == 1
+        run = len(w) == 1 and (run or len(units[-1]) == 1)
+        negation = units[-1] in _NEGATIONS
     return tuple(units)
 
 
-def _gapped_hit(words: tuple[str, ...], length: int, segments: list[str]) -> bool:
-    """All `words` in order inside one segment of the question, spanning at most
+# Between a negation and its verb only helpers may come: 不肯签合同 is 不签合同, 我不知道签合同 is not.
+_NEGATION_FILLER = "[肯想愿意能会敢要给让跟和与同替帮我你他她它们再还也都就]{0,3}"
+
+
+def _unit_pattern(unit: str) -> str | re.Pattern[str]:
+    """How a unit of a trigger is looked for: as it is, or a negation with helpers after it."""
+    if len(unit) > 1 and unit[0] in _NEGATIONS:
+        return re.compile(re.escape(unit[0]) + _NEGATION_FILLER + re.escape(unit[1:]))
+    return unit
+
+
+def _find(seg: str, unit: str | re.Pattern[str], pos: int) -> tuple[int, int]:
+    if isinstance(unit, str):
+        at = seg.find(unit, pos)
+        return at, at + len(unit)
+    m = unit.search(seg, pos)
+    return (m.start(), m.end()) if m else (-1, -1)
+
+
+def _gapped_hit(units: tuple[str | re.Pattern[str], ...], length: int, segments: list[str]) -> bool:
+    """All `units` in order inside one segment of the question, spanning at most
     `length + TRIGGER_GAP` characters."""
     for seg in segments:
-        start = seg.find(words[0])
+        start, end = _find(seg, units[0], 0)
         while start >= 0:
-            end = start + len(words[0])
-            for w in words[1:]:
-                at = seg.find(w, end)
+            for unit in units[1:]:
+                at, end = _find(seg, unit, end)
                 if at < 0:
                     break
-                end = at + len(w)
             else:
                 if end - start <= length + TRIGGER_GAP:
                     return True
-            start = seg.find(words[0], start + 1)
+            start, end = _find(seg, units[0], start + 1)
     return False
 
 
@@ -167,7 +197,9 @@ class HybridSearcher:
         # Chinese triggers of two or more words, also matched with a few characters between them.
         split = {t: _trigger_units(tokenizer.words(t)) for exp in synonyms for t in exp.triggers
                  if not t.isascii()}
-        self.gapped = {t: units for t, units in split.items() if len(units) > 1}
+        gapped = {t: tuple(_unit_pattern(u) for u in units) for t, units in split.items()}
+        self.gapped = {t: units for t, units in gapped.items()
+                       if len(units) > 1 or not isinstance(units[0], str)}
         clauses = snapshot.clauses
         self.clause_tokens = [tokenizer.tokens(self._lexical_text(c)) for c in clauses]
         self.clause_token_sets = [set(t) for t in self.clause_tokens]
@@ -198,7 +230,8 @@ class HybridSearcher:
         concepts: list[Concept] = []
         fired_all: list[str] = []
         grams = _en_ngrams(low)
-        segments = [seg for seg in _SEGMENT_BREAK.split(low) if seg]
+        segments = [re.sub(r"\s+", "", seg) for seg in _SEGMENT_BREAK.split(low[:GAPPED_SCAN_CHARS])]
+        segments = [seg for seg in segments if seg]
         for exp in self.synonyms:
             fired = [t for t in exp.triggers if _trigger_hit(t, low, grams)
                      or (t in self.gapped and _gapped_hit(self.gapped[t], len(t), segments))]

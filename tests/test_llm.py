@@ -124,6 +124,20 @@ def test_model_declining_is_a_refusal(sample_index: IndexedCorpus, fake: FakeOpe
     assert DECLINE not in a.answer and "hr@chengchuan.example" in a.answer
 
 
+@pytest.mark.parametrize("reply", [f"{DECLINE}[1]", f"{DECLINE} [1]。", "no_answer."])
+def test_decline_with_a_marker_or_in_lower_case_is_still_a_decline(sample_index: IndexedCorpus, fake: FakeOpenAI,
+                                                                  reply: str) -> None:
+    fake.script = [Reply(reply)]
+    a = llm_assistant(sample_index, fake).answer(NEAR_MISS)
+    assert not a.grounded and not a.citations  # never "[1]" with nothing said, cited as an answer
+
+
+def test_markers_after_the_full_stop_belong_to_the_sentence(sample_index: IndexedCorpus, fake: FakeOpenAI) -> None:
+    fake.script = [Reply("一般咨询应当在24小时内答复客户。[1]")]
+    a = llm_assistant(sample_index, fake).answer(Q)
+    assert a.composer == "llm" and a.answer == "一般咨询应当在24小时内答复客户[1]。" and a.citations
+
+
 def test_decline_token_beside_a_cited_answer_is_dropped(sample_index: IndexedCorpus, fake: FakeOpenAI) -> None:
     fake.script = [Reply(f"一般咨询应当在24小时内答复客户[1]。{DECLINE}")]
     a = llm_assistant(sample_index, fake).answer(Q)
@@ -149,6 +163,7 @@ def test_streamed_decline_never_shows_the_token(sample_index: IndexedCorpus, fak
 def test_hide_token_across_pieces() -> None:
     assert "".join(hide_token(["一般", "NO_", "ANS", "WER", "。"])) == "一般。"
     assert "".join(hide_token(["N", "O", "ted."])) == "NOted."  # a prefix that never completes is kept
+    assert "".join(hide_token(["好", "no_an", "swer"])) == "好"  # any letter case
     assert list(hide_token([])) == []
 
 

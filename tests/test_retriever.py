@@ -85,6 +85,13 @@ class TestDictionaryTriggers:
         searcher = sample_index.assistant._current().searcher
         assert "分级审批" not in searcher.plan("报销单交了，谁能批我的加班").expansions
         assert "分级审批" not in searcher.plan("报销一张出差时在机场买的咖啡的票，谁批").expansions
+        assert "分级审批" in searcher.plan("报销的钱谁批").expansions
+        assert "分级审批" not in searcher.plan("报销的钱，谁批").expansions  # the comma ends the clause
+
+    def test_numbers_and_spaces_do_not_end_a_clause(self, sample_index: IndexedCorpus) -> None:
+        searcher = sample_index.assistant._current().searcher
+        for q in ("报销1.5万要谁批", "报销1,500要谁批", "报销 8000 块要谁批"):
+            assert "分级审批" in searcher.plan(q).expansions, q
 
     def test_one_character_words_of_a_trigger_stay_together(self, sample_index: IndexedCorpus) -> None:
         searcher = sample_index.assistant._current().searcher
@@ -93,3 +100,15 @@ class TestDictionaryTriggers:
         # 年…假 and 白…事 with other characters between them are other words altogether.
         assert "年休假" not in searcher.plan("今年我想请个假").expansions
         assert "丧假" not in searcher.plan("我明白这事该怎么办了").expansions
+        # A lone 不 or 没 stays with its word: 不…加班 is not 不加班.
+        assert "变相强迫劳动者加班" not in searcher.plan("我不知道加班费怎么算").expansions
+        assert "二倍的工资" not in searcher.plan("我不知道签合同要带什么材料").expansions
+        assert "二倍的工资" in searcher.plan("新员工就是不肯签合同怎么办").expansions  # 不 + helper + 签
+
+    def test_a_very_long_question_stays_fast(self, sample_index: IndexedCorpus) -> None:
+        import time
+
+        searcher = sample_index.assistant._current().searcher
+        t0 = time.perf_counter()
+        searcher.plan("报销" * 20000)
+        assert time.perf_counter() - t0 < 5  # unbounded, the gapped search took minutes here
