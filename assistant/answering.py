@@ -57,18 +57,17 @@ class Evidence:
 # What a model composer replies when the evidence does not answer the question (its prompts ask
 # for exactly this); never shown to a user.
 DECLINE = "NO_ANSWER"
+DECLINE_ANYWHERE = re.compile(re.escape(DECLINE), re.IGNORECASE)
 
 
-def hide_token(pieces: Iterable[str], token: str = DECLINE) -> Iterator[str]:
-    """Streamed text with `token` (in any letter case) taken out, even when it arrives split across
-    pieces: the tail that could still become the token is held back until the next piece decides."""
-    anywhere = re.compile(re.escape(token), re.IGNORECASE)
-    upper = token.upper()
+def hide_token(pieces: Iterable[str]) -> Iterator[str]:
+    """Streamed text with the decline token (in any letter case) taken out, even when it arrives
+    split across pieces: the tail that could still become it is held back until the next piece."""
     held = ""
     for piece in pieces:
-        held = anywhere.sub("", held + piece)
-        keep = next((k for k in range(min(len(token) - 1, len(held)), 0, -1)
-                     if upper.startswith(held[-k:].upper())), 0)
+        held = DECLINE_ANYWHERE.sub("", held + piece)
+        keep = next((k for k in range(min(len(DECLINE) - 1, len(held)), 0, -1)
+                     if DECLINE.startswith(held[-k:].upper())), 0)
         out, held = held[: len(held) - keep], held[len(held) - keep:]
         if out:
             yield out

@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from assistant.answering import DECLINE, Draft, Evidence
+from assistant.answering import DECLINE, DECLINE_ANYWHERE, Draft, Evidence
 from assistant.config import Settings
 from assistant.errors import ComposerError, ConfigError
 from assistant.prompts import Prompts
@@ -96,7 +96,6 @@ def _runs(text: str) -> set[str]:
 
 
 _MARKERS_AFTER_STOP = re.compile(r"([。！？!?]+)[ \t]*((?:\[\d{1,2}\][ \t]*)+)")
-_DECLINE_ANYWHERE = re.compile(re.escape(DECLINE), re.IGNORECASE)
 
 
 def _bare(text: str) -> str:
@@ -183,7 +182,7 @@ class LLMComposer:
                 declined = True
                 continue
             # Anywhere else the token is never shown (a model reciting its instructions quotes it).
-            sentence = _DECLINE_ANYWHERE.sub("", sentence)
+            sentence = DECLINE_ANYWHERE.sub("", sentence)
             refs = [int(x) for x in _MARKER.findall(sentence)]
             valid = [n for n in refs if 1 <= n <= len(hits)]
             for n in set(refs) - set(valid):
