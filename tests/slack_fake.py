@@ -7,24 +7,22 @@ import hmac
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
+
+from .loopback import LoopbackServer, QuietHandler
 
 BOT_USER = "UBOT"
 
 
-class FakeSlack:
+class FakeSlack(LoopbackServer):
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.script: dict[str, list[tuple[int, dict[str, str], dict[str, Any]]]] = {}
         self._lock = threading.Lock()
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("content-length", 0))).decode("utf-8")
                 if "json" in (self.headers.get("content-type") or ""):
@@ -48,13 +46,11 @@ class FakeSlack:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        super().__init__(Handler)
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self.root
 
     @property
     def api_url(self) -> str:
@@ -84,9 +80,6 @@ class FakeSlack:
             time.sleep(0.05)
         raise AssertionError(f"expected {count} call(s) to {name}, got {self.named(name)}; all: {self.calls}")
 
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def signed_headers(body: str, secret: str, *, timestamp: int | None = None,
