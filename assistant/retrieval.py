@@ -194,12 +194,11 @@ class HybridSearcher:
         self.embedder = embedder
         self.tokenizer = tokenizer
         self.synonyms = synonyms
-        # Chinese triggers of two or more words, also matched with a few characters between them.
-        split = {t: _trigger_units(tokenizer.words(t)) for exp in synonyms for t in exp.triggers
-                 if not t.isascii()}
-        gapped = {t: tuple(_unit_pattern(u) for u in units) for t, units in split.items()}
-        self.gapped = {t: units for t, units in gapped.items()
-                       if len(units) > 1 or not isinstance(units[0], str)}
+        # Chinese triggers that may also match with characters between their pieces: those of two
+        # or more units, and a negation with its word (不签合同 for 不肯签合同).
+        units = {t: tuple(_unit_pattern(u) for u in _trigger_units(tokenizer.words(t)))
+                 for exp in synonyms for t in exp.triggers if not t.isascii()}
+        self.gapped = {t: u for t, u in units.items() if len(u) > 1 or not isinstance(u[0], str)}
         clauses = snapshot.clauses
         self.clause_tokens = [tokenizer.tokens(self._lexical_text(c)) for c in clauses]
         self.clause_token_sets = [set(t) for t in self.clause_tokens]
