@@ -95,7 +95,7 @@ def _runs(text: str) -> set[str]:
     return {text[i : i + PROMPT_RUN] for i in range(len(text) - PROMPT_RUN + 1)}
 
 
-_MARKERS_AFTER_STOP = re.compile(r"([。！？!?]+)[ \t]*((?:\[\d{1,2}\][ \t]*)+)")
+_MARKERS_AFTER_STOP = re.compile(r"([。！？!?]+[ \t]*\n?|\n)[ \t]*((?:\[\d{1,2}\][ \t]*)+)")
 
 
 def _bare(text: str) -> str:
@@ -172,7 +172,8 @@ class LLMComposer:
         kept: list[str] = []
         used: list[int] = []
         declined = False
-        # Markers written after the full stop ("…答复。[1]") belong to the sentence they close.
+        # Markers written after the full stop or on the next line ("…答复。[1]", "…答复\n[1]")
+        # belong to the sentence they close.
         text = _MARKERS_AFTER_STOP.sub(lambda m: m.group(2).rstrip() + m.group(1), text)
         for m in _SENTENCE.finditer(text.strip()):
             sentence = m.group(0)
@@ -201,12 +202,7 @@ class LLMComposer:
                     notes.append(f"dropped sentence with unsupported figure(s) {sorted(missing)}: {body.strip()[:60]}")
                     continue
             if not body.strip():
-                # Markers alone ("…答复。[1]") belong to the sentence before; with none kept, they
-                # would be a citation with nothing said.
-                if valid and kept:
-                    kept[-1] += sentence.strip()
-                    used.extend(n for n in valid if n not in used)
-                continue
+                continue  # markers with nothing said (their sentence was dropped) cite nothing
             kept.append(sentence)
             used.extend(n for n in valid if n not in used)
         citations = []

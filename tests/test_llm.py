@@ -132,10 +132,12 @@ def test_decline_with_a_marker_or_in_lower_case_is_still_a_decline(sample_index:
     assert not a.grounded and not a.citations  # never "[1]" with nothing said, cited as an answer
 
 
-def test_markers_after_the_full_stop_belong_to_the_sentence(sample_index: IndexedCorpus, fake: FakeOpenAI) -> None:
-    fake.script = [Reply("一般咨询应当在24小时内答复客户。[1]")]
+@pytest.mark.parametrize("reply", ["一般咨询应当在24小时内答复客户。[1]", "一般咨询应当在24小时内答复客户\n[1]",
+                                   "一般咨询应当在24小时内答复客户。\n[1]"])
+def test_markers_after_the_sentence_belong_to_it(sample_index: IndexedCorpus, fake: FakeOpenAI, reply: str) -> None:
+    fake.script = [Reply(reply)]
     a = llm_assistant(sample_index, fake).answer(Q)
-    assert a.composer == "llm" and a.answer == "一般咨询应当在24小时内答复客户[1]。" and a.citations
+    assert a.composer == "llm" and a.answer.startswith("一般咨询应当在24小时内答复客户[1]") and a.citations
 
 
 def test_decline_token_beside_a_cited_answer_is_dropped(sample_index: IndexedCorpus, fake: FakeOpenAI) -> None:
