@@ -112,3 +112,6 @@ class TestDictionaryTriggers:
         t0 = time.perf_counter()
         searcher.plan("报销" * 20000)
         assert time.perf_counter() - t0 < 5  # unbounded, the gapped search took minutes here
+        # The bound that keeps it fast: gapped triggers are looked for in the opening only.
+        assert "分级审批" in searcher.plan("报销8000块要谁批").expansions
+        assert "分级审批" not in searcher.plan("。" * 600 + "报销8000块要谁批").expansions
