@@ -22,6 +22,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
+from assistant.glossary import senses
 from assistant.schema import Clause, Hit
 from assistant.store import IndexSnapshot
 from assistant.text import RESOURCES, Tokenizer, normalise, normalise_query, stopwords
@@ -36,6 +37,9 @@ VECTOR_CANDIDATES = 1000
 # sets (sample rulebook MRR 0.738 → 0.783, labour law 0.489 → 0.520, seeds 0.879 → 0.935):
 # RRF throws away how far ahead the best clause is, which is most of what BM25 knows.
 LEXICAL_WEIGHT = 0.3
+# Share of the gate's coverage weight for an English word the curated dictionary does not map,
+# whether unknown or rendered through the general glossary (`assistant/glossary.py`). At full
+# weight, noisy senses ("note" → 笔记) pulled answerable English questions under the gate.
 UNMAPPED_ENGLISH_WEIGHT = 0.25
 
 
@@ -245,6 +249,7 @@ class HybridSearcher:
         words = [w for w in self.tokenizer.words(text) if w not in stop]
         # Words inside a fired trigger are stood for by that mapping's concept.
         explained = {w for w in words if any(w in f for f in fired_all)}
+        gloss_tokens: list[str] = []
         for tok in dict.fromkeys(words):
             if tok in explained:
                 continue
@@ -252,14 +257,33 @@ class HybridSearcher:
             weight = self.idf.get(tok, self.max_idf)
             if not known and tok.isascii():
                 # An English word the dictionary does not map says little either way: the rules
-                # are in Chinese, so its absence is not evidence that the topic is missing.
+                # are in Chinese, so its absence is not evidence that the topic is missing. When
+                # the general glossary renders it in words the rulebook uses, those words stand
+                # for it in BM25 and in the coverage, with the same small weight.
                 weight *= UNMAPPED_ENGLISH_WEIGHT
+                glosses = self._glosses(tok) if tok.isalpha() else ()
+                if glosses:
+                    gloss_tokens.extend(g for g in glosses if g not in gloss_tokens)
+                    weight = UNMAPPED_ENGLISH_WEIGHT * max(self.idf[g] for g in glosses)
+                    concepts.append(Concept(frozenset((tok, *glosses)), weight, True))
+                    continue
             concepts.append(Concept(frozenset((tok,)), weight, known))
         tokens = list(own)
         for term in extra:
             tokens.extend(self.tokenizer.tokens(term))
+        tokens.extend(gloss_tokens)
         return QueryPlan(text=text, tokens=tokens, own_tokens=own, expansions=extra,
                          embed_text=text, concepts=concepts)
+
+    def _glosses(self, word: str) -> tuple[str, ...]:
+        """The rulebook's own words among the Chinese renderings of an English word."""
+        out: list[str] = []
+        stop = stopwords()
+        for run in senses(word):
+            for w in (run, *self.tokenizer.words(run)):
+                if len(w) >= 2 and w in self.idf and w not in stop and w not in out:
+                    out.append(w)
+        return tuple(out)
 
     def _known(self, term: str) -> bool:
         if term.isascii():
