@@ -26,6 +26,7 @@ from assistant.glossary import senses
 from assistant.schema import Clause, Hit
 from assistant.store import IndexSnapshot
 from assistant.text import RESOURCES, Tokenizer, normalise, normalise_query, stopwords
+from assistant.typos import HomophoneMender
 
 # Chunks asked from the vector store per query: for a rulebook of up to this many chunks every
 # chunk is scored, so the min-max normalisation of the vector leg sees the whole rulebook and a
@@ -220,6 +221,8 @@ class HybridSearcher:
         n = max(1, len(clauses))
         self.idf = {t: math.log(1 + (n - d + 0.5) / (d + 0.5)) for t, d in df.items()}
         self.max_idf = math.log(1 + (n + 0.5) / 0.5)
+        self.mender = HomophoneMender(self.idf, lambda w: w in self.corpus_norm, tokenizer.frequency,
+                                      tokenizer.boundaries)
 
     @staticmethod
     def _lexical_text(c: Clause) -> str:
@@ -227,6 +230,7 @@ class HybridSearcher:
 
     def plan(self, question: str) -> QueryPlan:
         text = normalise_query(question)
+        text = self.mender.mend(text[:GAPPED_SCAN_CHARS]) + text[GAPPED_SCAN_CHARS:]
         low = text.lower()
         own = self.tokenizer.tokens(text)
         extra: list[str] = []

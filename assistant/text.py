@@ -113,6 +113,20 @@ class Tokenizer:
         for w in words:
             self._jieba.add_word(w, freq=2000)
 
+    def frequency(self, word: str) -> int:
+        """How common `word` is in general Chinese (jieba's dictionary count; 0 when not a word)."""
+        return self._jieba.FREQ.get(word, 0) or 0
+
+    def boundaries(self, text: str) -> set[int]:
+        """Offsets in `text` where jieba's plain cut puts a word boundary (0 and len included)."""
+        with self._lock:
+            pieces = list(self._jieba.cut(text))
+        out, at = {0}, 0
+        for p in pieces:
+            at += len(p)
+            out.add(at)
+        return out
+
     def tokens(self, text: str) -> list[str]:
         text = unicodedata.normalize("NFKC", text)
         with self._lock:
