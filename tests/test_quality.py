@@ -1,5 +1,6 @@
-"""Answer quality cannot regress silently: the sample-rulebook, seed and labour-law eval sets must
-stay above floors set just under the figures reached (eval/REPORT.md). Offline default, no LLM.
+"""Answer quality cannot regress silently: every eval set (sample rulebook, seed pages, labour law,
+and the two blind sets) must stay above floors set just under the figures reached
+(eval/REPORT.md). Offline default, no LLM.
 
 Also the verbatim-recall check of the design card on the 685 labour-law articles (slow).
 """
@@ -22,15 +23,24 @@ CASES = ROOT / "eval" / "cases"
 # file → metric → (floor, "min" | "max")
 FLOORS = {
     "sample_rulebook.jsonl": {
-        "hit@5": (0.93, "min"), "mrr@10": (0.85, "min"), "recall@5": (0.93, "min"),
-        "citation_precision": (0.75, "min"), "any_expected_cited": (0.80, "min"),
-        "refusal_recall": (0.60, "min"), "refusal_precision": (0.68, "min"),
-        "wrongly_refused": (0.06, "max"), "must_contain": (0.75, "min"),
+        "hit@5": (0.93, "min"), "mrr@10": (0.86, "min"), "recall@5": (0.93, "min"),
+        "citation_precision": (0.76, "min"), "any_expected_cited": (0.82, "min"),
+        "refusal_recall": (0.60, "min"), "refusal_precision": (0.78, "min"),
+        "wrongly_refused": (0.04, "max"), "must_contain": (0.77, "min"),
     },
     # The set nearest to real staff questions over a statute-style rulebook.
     "labour_law.jsonl": {
         "hit@5": (0.82, "min"), "mrr@10": (0.66, "min"), "any_expected_cited": (0.59, "min"),
         "wrongly_refused": (0.03, "max"),
+    },
+    # Written by someone who had seen neither the code nor the other cases; first measured before
+    # any change informed by them (eval/TUNING.md).
+    "sample_rulebook_blind.jsonl": {
+        "hit@5": (0.86, "min"), "mrr@10": (0.77, "min"), "wrongly_refused": (0.07, "max"),
+        "refusal_recall": (0.33, "min"),
+    },
+    "labour_law_blind.jsonl": {
+        "hit@5": (0.80, "min"), "mrr@10": (0.63, "min"),
     },
     "seeds.jsonl": {
         "hit@5": (0.95, "min"), "mrr@10": (0.90, "min"), "any_expected_cited": (0.83, "min"),
