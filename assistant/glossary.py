@@ -32,39 +32,54 @@ def _entries() -> dict[str, str]:
     out: dict[str, str] = {}
     path = resources.files("cedict") / "csv" / "EnWords.csv"
     with path.open(encoding="utf-8") as f:
-        for row in csv.reader(f):
+        rows = csv.reader(f)
+        next(rows, None)  # the header: "word","translation"
+        for row in rows:
             if len(row) >= 2 and row[0].isascii():
                 out.setdefault(row[0].strip().lower(), row[1])
     return out
 
 
+_ES_PLURAL = re.compile(r"(?:s|x|z|ch|sh|o)es$")
+
+
 def _lemmas(word: str) -> list[str]:
-    """The word and the stems its regular English endings may hide, in that order."""
+    """The word and the stems its regular English endings may hide, likeliest first."""
     out = [word]
     if word.endswith("'s"):
         out.append(word[:-2])
     if word.endswith("ies") and len(word) > 4:
         out.append(word[:-3] + "y")
-    if word.endswith("es") and len(word) > 3:
-        out.append(word[:-2])
-    if word.endswith("s") and not word.endswith("ss") and len(word) > 3:
+    elif _ES_PLURAL.search(word):  # uses → use, boxes → box; but fees → fee, not fe
+        out += [word[:-1], word[:-2]]
+    elif word.endswith("s") and not word.endswith("ss") and len(word) > 3:
         out.append(word[:-1])
-    if word.endswith("ed") and len(word) > 4:
-        out += [word[:-2], word[:-1], word[:-3] if word[-3:-2] == word[-4:-3] else word[:-2]]
-    if word.endswith("ing") and len(word) > 5:
-        out += [word[:-3], word[:-3] + "e", word[:-4] if word[-4:-3] == word[-5:-4] else word[:-3]]
+    doubled = len(word) > 5 and word[-4] == word[-5]
+    if word.endswith("ed") and len(word) > 4:  # closed → close, planned → plan, worked → work
+        out += [word[:-1], *([word[:-3]] if word[-3] == word[-4] else []), word[:-2]]
+    if word.endswith("ing") and len(word) > 5:  # using → use, getting → get, working → work
+        out += [word[:-3] + "e", *([word[:-4]] if doubled else []), word[:-3]]
     return list(dict.fromkeys(out))
 
 
+def _gloss(entries: dict[str, str], headword: str) -> list[str]:
+    gloss = entries.get(headword, "")
+    base = _FORM_OF.search(gloss)
+    if base and base.group(1) != headword:
+        gloss = gloss.replace(base.group(0), "") + "," + entries.get(base.group(1), "")
+    return list(dict.fromkeys(_CJK_RUN.findall(_TAG.sub("", gloss))))[:MAX_SENSES]
+
+
 def senses(word: str) -> list[str]:
-    """Chinese renderings of an English word, most common first (empty when not listed)."""
+    """Chinese renderings of an English word, in dictionary order (empty when not listed).
+
+    An inflected form that is a headword of its own often means something else there ("notes"
+    is Lotus Notes, "leaves" are a tree's), so the stem's senses are added after its own.
+    """
     entries = _entries()
-    for lemma in _lemmas(word.lower()):
-        gloss = entries.get(lemma)
-        base = _FORM_OF.search(gloss or "")
-        if base and base.group(1) != lemma:
-            gloss = gloss.replace(base.group(0), "") + "," + entries.get(base.group(1), "")
-        if gloss:
-            runs = _CJK_RUN.findall(_TAG.sub("", gloss))
-            return list(dict.fromkeys(runs))[:MAX_SENSES]
-    return []
+    lemmas = _lemmas(word.lower())
+    out = _gloss(entries, lemmas[0])
+    stem = next((lemma for lemma in lemmas[1:] if lemma in entries), None)
+    if stem:
+        out += [s for s in _gloss(entries, stem) if s not in out]
+    return out

@@ -222,7 +222,7 @@ class HybridSearcher:
         self.idf = {t: math.log(1 + (n - d + 0.5) / (d + 0.5)) for t, d in df.items()}
         self.max_idf = math.log(1 + (n + 0.5) / 0.5)
         self.mender = HomophoneMender(self.idf, lambda w: w in self.corpus_norm, tokenizer.frequency,
-                                      tokenizer.boundaries)
+                                      tokenizer.plausibility, tokenizer.boundaries)
 
     @staticmethod
     def _lexical_text(c: Clause) -> str:

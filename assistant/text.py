@@ -117,6 +117,13 @@ class Tokenizer:
         """How common `word` is in general Chinese (jieba's dictionary count; 0 when not a word)."""
         return self._jieba.FREQ.get(word, 0) or 0
 
+    def plausibility(self, text: str) -> float:
+        """Log-probability of `text` under jieba's word-frequency model, best segmentation."""
+        route: dict[int, tuple[float, int]] = {}
+        with self._lock:
+            self._jieba.calc(text, self._jieba.get_DAG(text), route)
+        return route[0][0]
+
     def boundaries(self, text: str) -> set[int]:
         """Offsets in `text` where jieba's plain cut puts a word boundary (0 and len included)."""
         with self._lock:

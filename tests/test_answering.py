@@ -36,7 +36,7 @@ def test_answers_cite_the_clause_and_quote_it(sample_index: IndexedCorpus, quest
 @pytest.mark.parametrize("question", ["你好", "hello", "谢谢！", "今天杭州天气怎么样？",
                                       "推荐一只明年能涨的股票", "How do I cook fried rice?",
                                       # thanks and acknowledgements whose words a rule also uses
-                                      # (办公用品, 收到礼品): answered from those clauses before
+                                      # (办公用品, 收到礼品)
                                       "哈哈谢了 你真好用", "好的 收到", "thanks, you're great"])
 def test_off_topic_and_small_talk_are_refused_with_a_contact(sample_index: IndexedCorpus,
                                                              question: str) -> None:

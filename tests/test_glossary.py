@@ -12,7 +12,11 @@ def test_senses_come_in_chinese_most_common_first() -> None:
     assert "费用" in senses("expenses")  # regular plural
     assert "关闭的" in senses("closed")  # regular past
     assert "偷窃" in senses("stolen")  # irregular form, glossed by reference to "steal"
-    assert senses("qwzxv") == []
+    assert senses("fees")[0] == "费"  # fee, not fe (iron)
+    assert "使用" in senses("uses")  # use, not us
+    # An inflected form that is a headword of its own keeps the stem's senses after its own.
+    assert "笔记" in senses("notes") and "请假" in senses("leaves")
+    assert senses("qwzxv") == [] and senses("word")  # the word list's header is not an entry
 
 
 class TestEnglishQuestions:

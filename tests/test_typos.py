@@ -21,6 +21,10 @@ def test_real_words_are_left_alone(sample_index: IndexedCorpus) -> None:
     # use (一致, 总裁): a rarer real word is still not a typo.
     for q in ("我一直没报", "去仲裁还来得及吗", "离职证明找谁开"):
         assert mend(sample_index, q) == q
+    # Everyday one-character words side by side are no dictionary word either (这/算, 不/回,
+    # 要/请), yet their homophones (折算, 不会, 邀请) are not what was meant.
+    for q in ("这算工伤吗", "他今天不回公司了", "要请事假的话找谁批"):
+        assert mend(sample_index, q) == q
     # Stretches across two words are not looked at: 带新人 is not 带薪人.
     assert mend(sample_index, "带新人有补贴吗") == "带新人有补贴吗"
 
