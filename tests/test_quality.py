@@ -25,7 +25,7 @@ FLOORS = {
     "sample_rulebook.jsonl": {
         "hit@5": (0.93, "min"), "mrr@10": (0.86, "min"), "recall@5": (0.93, "min"),
         "citation_precision": (0.76, "min"), "any_expected_cited": (0.82, "min"),
-        "refusal_recall": (0.60, "min"), "refusal_precision": (0.78, "min"),
+        "refusal_recall": (0.60, "min"), "refusal_precision": (0.76, "min"),
         "wrongly_refused": (0.04, "max"), "must_contain": (0.77, "min"),
     },
     # The set nearest to real staff questions over a statute-style rulebook.
@@ -40,7 +40,11 @@ FLOORS = {
         "refusal_recall": (0.33, "min"),
     },
     "labour_law_blind.jsonl": {
-        "hit@5": (0.80, "min"), "mrr@10": (0.63, "min"),
+        "hit@5": (0.82, "min"), "mrr@10": (0.65, "min"),
+    },
+    # A second blind labour set, only ever measured, never looked into.
+    "labour_law_blind_2.jsonl": {
+        "hit@5": (0.78, "min"), "mrr@10": (0.59, "min"),
     },
     "seeds.jsonl": {
         "hit@5": (0.95, "min"), "mrr@10": (0.90, "min"), "any_expected_cited": (0.83, "min"),
