@@ -79,13 +79,6 @@ def _en_ngrams(text: str, n: int = 5) -> set[str]:
     return {" ".join(words[i : i + k]) for k in range(1, n + 1) for i in range(len(words) - k + 1)}
 
 
-def _trigger_hit(trigger: str, q: str, grams: set[str]) -> bool:
-    """Chinese triggers match as substrings; English ones as whole words (via n-grams)."""
-    if trigger.isascii():
-        return _en_key(trigger) in grams
-    return trigger in q
-
-
 # Where one clause of a question ends, for gapped triggers: Chinese and ASCII punctuation (not the
 # point or comma inside a number such as 1.5 or 1,500), and spaces between Chinese characters
 # (colloquial questions use them as commas). Other spaces are dropped.
@@ -204,6 +197,11 @@ class HybridSearcher:
         units = {t: tuple(_unit_pattern(u) for u in _trigger_units(tokenizer.words(t)))
                  for exp in synonyms for t in exp.triggers if not t.isascii()}
         self.gapped = {t: u for t, u in units.items() if len(u) > 1 or not isinstance(u[0], str)}
+        # Each trigger as it is looked for: English ones as whole words (their key among the
+        # question's word n-grams); Chinese ones as substrings or gapped, and only when every
+        # character of theirs is in the question at all — a set test that skips most of them.
+        self.triggers = [(exp, [(t, _en_key(t) if t.isascii() else None, frozenset(t)) for t in exp.triggers])
+                         for exp in synonyms]
         clauses = snapshot.clauses
         self.clause_tokens = [tokenizer.tokens(self._lexical_text(c)) for c in clauses]
         self.clause_token_sets = [set(t) for t in self.clause_tokens]
@@ -239,9 +237,12 @@ class HybridSearcher:
         grams = _en_ngrams(low)
         segments = [re.sub(r"\s+", "", seg) for seg in _SEGMENT_BREAK.split(low[:GAPPED_SCAN_CHARS])]
         segments = [seg for seg in segments if seg]
-        for exp in self.synonyms:
-            fired = [t for t in exp.triggers if _trigger_hit(t, low, grams)
-                     or (t in self.gapped and _gapped_hit(self.gapped[t], len(t), segments))]
+        chars = set(low)
+        for exp, triggers in self.triggers:
+            fired = [t for t, key, need in triggers
+                     if (key in grams if key is not None
+                         else need <= chars and (t in low or (
+                             t in self.gapped and _gapped_hit(self.gapped[t], len(t), segments))))]
             if not fired:
                 continue
             fired_all.extend(fired)
