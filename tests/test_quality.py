@@ -1,5 +1,5 @@
 """Answer quality cannot regress silently: every eval set (sample rulebook, seed pages, labour law,
-and the two blind sets) must stay above floors set just under the figures reached
+and the blind sets) must stay above floors set just under the figures reached
 (eval/REPORT.md). Offline default, no LLM.
 
 Also the verbatim-recall check of the design card on the 685 labour-law articles (slow).
@@ -23,7 +23,7 @@ CASES = ROOT / "eval" / "cases"
 # file → metric → (floor, "min" | "max")
 FLOORS = {
     "sample_rulebook.jsonl": {
-        "hit@5": (0.93, "min"), "mrr@10": (0.86, "min"), "recall@5": (0.93, "min"),
+        "hit@5": (0.94, "min"), "mrr@10": (0.86, "min"), "recall@5": (0.94, "min"),
         "citation_precision": (0.76, "min"), "any_expected_cited": (0.82, "min"),
         "refusal_recall": (0.60, "min"), "refusal_precision": (0.76, "min"),
         "wrongly_refused": (0.04, "max"), "must_contain": (0.77, "min"),
@@ -36,8 +36,13 @@ FLOORS = {
     # Written by someone who had seen neither the code nor the other cases; first measured before
     # any change informed by them (eval/TUNING.md).
     "sample_rulebook_blind.jsonl": {
-        "hit@5": (0.86, "min"), "mrr@10": (0.77, "min"), "wrongly_refused": (0.07, "max"),
+        "hit@5": (0.90, "min"), "mrr@10": (0.82, "min"), "wrongly_refused": (0.07, "max"),
         "refusal_recall": (0.33, "min"),
+    },
+    # A second blind sample set, only ever measured, never looked into.
+    "sample_rulebook_blind_2.jsonl": {
+        "hit@5": (0.84, "min"), "mrr@10": (0.79, "min"), "wrongly_refused": (0.07, "max"),
+        "refusal_recall": (0.20, "min"),
     },
     "labour_law_blind.jsonl": {
         "hit@5": (0.82, "min"), "mrr@10": (0.65, "min"),
