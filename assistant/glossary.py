@@ -54,11 +54,10 @@ def _lemmas(word: str) -> list[str]:
         out += [word[:-1], word[:-2]]
     elif word.endswith("s") and not word.endswith("ss") and len(word) > 3:
         out.append(word[:-1])
-    doubled = len(word) > 5 and word[-4] == word[-5]
-    if word.endswith("ed") and len(word) > 4:  # closed → close, planned → plan, worked → work
-        out += [word[:-1], *([word[:-3]] if word[-3] == word[-4] else []), word[:-2]]
-    if word.endswith("ing") and len(word) > 5:  # using → use, getting → get, working → work
-        out += [word[:-3] + "e", *([word[:-4]] if doubled else []), word[:-3]]
+    for suffix in ("ed", "ing"):  # closed → close, planned → plan, using → use, working → work
+        stem = word[: -len(suffix)]
+        if word.endswith(suffix) and len(stem) > 2:
+            out += [stem + "e", *([stem[:-1]] if stem[-1] == stem[-2] else []), stem]
     return list(dict.fromkeys(out))
 
 
