@@ -192,15 +192,12 @@ class HybridSearcher:
         self.embedder = embedder
         self.tokenizer = tokenizer
         self.synonyms = synonyms
-        # Chinese triggers that may also match with characters between their pieces: those of two
-        # or more units, and a negation with its word (不签合同 for 不肯签合同).
-        units = {t: tuple(_unit_pattern(u) for u in _trigger_units(tokenizer.words(t)))
-                 for exp in synonyms for t in exp.triggers if not t.isascii()}
-        self.gapped = {t: u for t, u in units.items() if len(u) > 1 or not isinstance(u[0], str)}
         # Each trigger as it is looked for: English ones as whole words (their key among the
-        # question's word n-grams); Chinese ones as substrings or gapped, and only when every
-        # character of theirs is in the question at all — a set test that skips most of them.
-        self.triggers = [(exp, [(t, _en_key(t) if t.isascii() else None, frozenset(t)) for t in exp.triggers])
+        # question's word n-grams); Chinese ones as substrings, or gapped (see `_gapped`), and
+        # only when every character of theirs is in the question at all — a set test that skips
+        # most of them.
+        self.triggers = [(exp, [(t, _en_key(t), None, frozenset()) if t.isascii()
+                                else (t, None, self._gapped(t), frozenset(t)) for t in exp.triggers])
                          for exp in synonyms]
         clauses = snapshot.clauses
         self.clause_tokens = [tokenizer.tokens(self._lexical_text(c)) for c in clauses]
@@ -219,8 +216,13 @@ class HybridSearcher:
         n = max(1, len(clauses))
         self.idf = {t: math.log(1 + (n - d + 0.5) / (d + 0.5)) for t, d in df.items()}
         self.max_idf = math.log(1 + (n + 0.5) / 0.5)
-        self.mender = HomophoneMender(self.idf, lambda w: w in self.corpus_norm, tokenizer.frequency,
-                                      tokenizer.plausibility, tokenizer.boundaries)
+        self.mender = HomophoneMender(self.idf, lambda w: w in self.corpus_norm, tokenizer)
+
+    def _gapped(self, trigger: str) -> tuple[str | re.Pattern[str], ...] | None:
+        """The units of a Chinese trigger that may also match with characters between them:
+        one of two or more units, or a negation with its word (不签合同 for 不肯签合同)."""
+        units = tuple(_unit_pattern(u) for u in _trigger_units(self.tokenizer.words(trigger)))
+        return units if len(units) > 1 or not isinstance(units[0], str) else None
 
     @staticmethod
     def _lexical_text(c: Clause) -> str:
@@ -239,10 +241,10 @@ class HybridSearcher:
         segments = [seg for seg in segments if seg]
         chars = set(low)
         for exp, triggers in self.triggers:
-            fired = [t for t, key, need in triggers
+            fired = [t for t, key, units, need in triggers
                      if (key in grams if key is not None
                          else need <= chars and (t in low or (
-                             t in self.gapped and _gapped_hit(self.gapped[t], len(t), segments))))]
+                             units is not None and _gapped_hit(units, len(t), segments))))]
             if not fired:
                 continue
             fired_all.extend(fired)

@@ -127,12 +127,7 @@ class Tokenizer:
     def boundaries(self, text: str) -> set[int]:
         """Offsets in `text` where jieba's plain cut puts a word boundary (0 and len included)."""
         with self._lock:
-            pieces = list(self._jieba.cut(text))
-        out, at = {0}, 0
-        for p in pieces:
-            at += len(p)
-            out.add(at)
-        return out
+            return {0, *(end for _, _, end in self._jieba.tokenize(text))}
 
     def tokens(self, text: str) -> list[str]:
         text = unicodedata.normalize("NFKC", text)

@@ -21,6 +21,8 @@ import re
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 
+from assistant.text import Tokenizer
+
 _CJK_RUN = re.compile(r"[\u4e00-\u9fff]{2,}")
 _FUZZY_INITIALS = (("zh", "z"), ("ch", "c"), ("sh", "s"))
 _FUZZY_FINALS = (("ing", "in"), ("eng", "en"), ("ang", "an"))
@@ -64,13 +66,9 @@ def sound(ch: str) -> str:
 class HomophoneMender:
     """Built once per index from its vocabulary; `mend(question)` returns the mended question."""
 
-    def __init__(self, vocabulary: Iterable[str], occurs: Callable[[str], bool],
-                 frequency: Callable[[str], int], plausibility: Callable[[str], float],
-                 boundaries: Callable[[str], set[int]]) -> None:
+    def __init__(self, vocabulary: Iterable[str], occurs: Callable[[str], bool], tokenizer: Tokenizer) -> None:
         self.occurs = occurs  # is this string anywhere in the rulebook?
-        self.frequency = frequency  # how common is this word in general Chinese?
-        self.plausibility = plausibility  # how likely is this string as Chinese text?
-        self.boundaries = boundaries  # where the question's words begin and end
+        self.tokenizer = tokenizer  # general Chinese: its words, their counts, where they begin and end
         self.index: dict[tuple[str, str], set[str]] = {}
         for word in vocabulary:
             if len(word) in WORD_LENGTHS and _CJK_RUN.fullmatch(word):
@@ -95,7 +93,7 @@ class HomophoneMender:
         looked at again.
         """
         out = list(text)
-        cuts = self.boundaries(text)
+        cuts = self.tokenizer.boundaries(text)
         for run in _CJK_RUN.finditer(text):
             taken = [False] * len(run.group())
             for n in sorted(WORD_LENGTHS, reverse=True):
@@ -106,7 +104,7 @@ class HomophoneMender:
                     word = run.group()[start:start + n]
                     # A real word the rulebook happens not to use (一直, 仲裁) is not a typo of one
                     # it does (一致, 总裁), however much rarer it is.
-                    if self.frequency(word):
+                    if self.tokenizer.frequency(word):
                         continue
                     found = self.candidates(word)
                     if len(found) != 1 or self.occurs(word):
@@ -114,7 +112,7 @@ class HomophoneMender:
                     fix = found.pop()
                     # Two everyday one-character words (这/算, 只/给, 不/回) are no dictionary word
                     # either; a typo is what makes far less likely text than its mended form.
-                    if self.plausibility(fix) - self.plausibility(word) >= MIN_GAIN:
+                    if self.tokenizer.plausibility(fix) - self.tokenizer.plausibility(word) >= MIN_GAIN:
                         out[at:at + n] = list(fix)
                         taken[start:start + n] = [True] * n
         return "".join(out)
