@@ -216,7 +216,7 @@ class HybridSearcher:
         n = max(1, len(clauses))
         self.idf = {t: math.log(1 + (n - d + 0.5) / (d + 0.5)) for t, d in df.items()}
         self.max_idf = math.log(1 + (n + 0.5) / 0.5)
-        self.mender = HomophoneMender(self.idf, lambda w: w in self.corpus_norm, tokenizer)
+        self.mender = HomophoneMender(self.idf, self._known, tokenizer)
 
     def _gapped(self, trigger: str) -> tuple[str | re.Pattern[str], ...] | None:
         """The units of a Chinese trigger that may also match with characters between them:

@@ -81,7 +81,6 @@ class FakeSlack(LoopbackServer):
         raise AssertionError(f"expected {count} call(s) to {name}, got {self.named(name)}; all: {self.calls}")
 
 
-
 def signed_headers(body: str, secret: str, *, timestamp: int | None = None,
                    content_type: str = "application/json", retry: int | None = None) -> dict[str, str]:
     ts = str(int(time.time()) if timestamp is None else timestamp)
