@@ -43,6 +43,57 @@ _ASKS_FIGURE = re.compile(
 )
 
 
+# A list's lead-in ("按下列规定处理：", "上限如下：") and its items ("（一）", "1.", "一、", "(2)").
+_LEAD_IN = re.compile(r"[：:]\s*$")
+_ITEM = re.compile(r"^\s*(?:[（(][一二三四五六七八九十\d]+[）)]|[一二三四五六七八九十]+、|\d+[.、．)]|[-•·])")
+# A quote that keeps a list with its lead-in may be this much longer than MAX_QUOTE.
+MAX_LIST_QUOTE = 420
+CONDITION_BONUS = 3.0
+_CN_DIGITS = {"零": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
+_UNITS = {"工作日": "天", "天": "天", "日": "天", "小时": "小时", "分钟": "分钟", "周": "周", "个月": "月", "月": "月",
+          "年": "年", "元": "元", "块": "元", "万元": "万元", "次": "次", "人": "人"}
+_UNIT = "工作日|小时|分钟|个月|万元|天|日|周|月|年|元|块|次|人"
+_AMOUNT = re.compile(rf"([0-9]+(?:\.[0-9]+)?|[一二两三四五六七八九十]+)\s*个?\s*({_UNIT})")
+_BOUND = re.compile(rf"(不超过|超过|不满|不足|少于|低于|高于|多于|满)?\s*([0-9]+(?:\.[0-9]+)?)\s*个?\s*({_UNIT})"
+                    r"(以内|以下|以上|及以上|及以下)?")
+
+
+def _number(text: str) -> float | None:
+    """An Arabic number, or a small Chinese one (三, 十二, 二十)."""
+    if text[0].isdigit():
+        return float(text)
+    if "十" in text:
+        tens, _, ones = text.partition("十")
+        return float(_CN_DIGITS.get(tens, 1) * 10 + (_CN_DIGITS.get(ones, 0) if ones else 0))
+    return float(_CN_DIGITS[text]) if len(text) == 1 and text in _CN_DIGITS else None
+
+
+def asked_amounts(question: str) -> list[tuple[float, str]]:
+    """Amounts a question states as its condition ("3天事假", "请三天假", "8000元"), unit normalised."""
+    out = []
+    for m in _AMOUNT.finditer(question):
+        n = _number(m.group(1))
+        if n is not None:
+            out.append((n, _UNITS[m.group(2)]))
+    return out
+
+
+def covers(sentence: str, amount: tuple[float, str]) -> bool:
+    """Whether a rule sentence's condition ("超过1天、不超过5天的", "1天以内（含1天）") includes the amount."""
+    value, unit = amount
+    low, high = float("-inf"), float("inf")
+    bounded = False
+    for m in _BOUND.finditer(sentence):
+        if _UNITS[m.group(3)] != unit:
+            continue
+        n, before, after = float(m.group(2)), m.group(1) or "", m.group(4) or ""
+        if before in {"超过", "高于", "多于", "满"} or after in {"以上", "及以上"}:
+            low, bounded = max(low, n - (1e-9 if before == "满" or after else -1e-9)), True
+        elif before in {"不超过", "不满", "不足", "少于", "低于"} or after in {"以内", "以下", "及以下"}:
+            high, bounded = min(high, n + (1e-9 if before == "不超过" or after else -1e-9)), True
+    return bounded and low < value < high
+
+
 @dataclass(frozen=True)
 class Evidence:
     """What a composer may use: the question, the retrieval plan and the gated clauses."""
@@ -112,16 +163,18 @@ class EvidenceGate:
     def __init__(self, threshold: float = DEFAULT_GATE_THRESHOLD) -> None:
         self.threshold = threshold
 
+    def semantic(self, hits: Sequence[Hit], plan: QueryPlan) -> float:
+        """The best cosine similarity of the top clauses on the 0–1 scale of the question's language."""
+        sem = max((h.semantic for h in hits[:3]), default=0.0)
+        floor, ceil = self.SEM_SCALE_ZH if is_chinese(plan.text) else self.SEM_SCALE_EN
+        return min(1.0, max(0.0, (sem - floor) / (ceil - floor)))
+
     def confidence(self, hits: Sequence[Hit], plan: QueryPlan) -> float:
         """0–1; 0 when the question names nothing the rulebook knows (greetings, thanks)."""
         if not hits or plan.known_concepts == 0:
             return 0.0
-        top = hits[:3]
-        sem = max(h.semantic for h in top)
-        floor, ceil = self.SEM_SCALE_ZH if is_chinese(plan.text) else self.SEM_SCALE_EN
-        sem_score = min(1.0, max(0.0, (sem - floor) / (ceil - floor)))
-        cov = max(h.coverage for h in top)
-        return self.SEM_WEIGHT * sem_score + (1.0 - self.SEM_WEIGHT) * cov
+        cov = max(h.coverage for h in hits[:3])
+        return self.SEM_WEIGHT * self.semantic(hits, plan) + (1.0 - self.SEM_WEIGHT) * cov
 
     def passes(self, hits: Sequence[Hit], plan: QueryPlan) -> bool:
         return self.confidence(hits, plan) >= self.threshold
@@ -172,6 +225,10 @@ class ExtractiveComposer:
                       for t, (s, e) in zip(sent_terms, spans, strict=True)]
         sent_figure = [bool(_FIGURE.search(body[s:e])) for s, e in spans]
         asks_figure = bool(_ASKS_FIGURE.search(plan.text))
+        # The item whose condition the question states (3天 → "超过1天、不超过5天的") wins.
+        amounts = asked_amounts(plan.text)
+        sent_terms = [t | ({"\x01"} if any(covers(body[s:e], a) for a in amounts) else set())
+                      for t, (s, e) in zip(sent_terms, spans, strict=True)]
         best: tuple[float, int, int] | None = None
         for i in range(len(spans)):
             terms: set[str] = set()
@@ -182,12 +239,14 @@ class ExtractiveComposer:
                     break
                 terms |= sent_terms[j]
                 figure = figure or sent_figure[j]
-                score = sum(BIGRAM_WEIGHT if t[0] == "\x00" else self.idf.get(t, 1.0) for t in terms)
+                score = sum(BIGRAM_WEIGHT if t[0] == "\x00" else CONDITION_BONUS if t == "\x01"
+                            else self.idf.get(t, 1.0) for t in terms)
                 score += FIGURE_BONUS * (asks_figure and figure)
                 if best is None or score > best[0] + 1e-9:
                     best = (score, i, j)
         assert best is not None
         _, i, j = best
+        i, j = _with_list(body, spans, i, j)
         return body[spans[i][0] : spans[j][1]].strip()
 
     def compose(self, evidence: Evidence) -> Draft:
@@ -203,6 +262,27 @@ class ExtractiveComposer:
             parts.append(self.prompts.render(template, document=c.document, clause=c.label,
                                              quote=_one_line(q), n=n))
         return Draft(text="\n".join(parts), citations=tuple(citations), composer=self.name)
+
+
+def _with_list(body: str, spans: list[tuple[int, int]], i: int, j: int) -> tuple[int, int]:
+    """Widen a quote of sentences i..j so that a list stays with its lead-in: items chosen without
+    the sentence announcing them get it (and the items between), and a quote that ends with a
+    lead-in ("包括以下几个方面：") gets the items it announces, within MAX_LIST_QUOTE characters."""
+    def text(k: int) -> str:
+        return body[spans[k][0] : spans[k][1]]
+
+    if _ITEM.match(text(i)):
+        lead = i - 1
+        while lead >= 0 and _ITEM.match(text(lead)):
+            lead -= 1
+        if lead >= 0 and _LEAD_IN.search(text(lead)) and spans[j][1] - spans[lead][0] <= MAX_LIST_QUOTE:
+            i = lead
+    if _LEAD_IN.search(text(j)):
+        k = j
+        while k + 1 < len(spans) and _ITEM.match(text(k + 1)) and spans[k + 1][1] - spans[i][0] <= MAX_LIST_QUOTE:
+            k += 1
+        j = k
+    return i, j
 
 
 def _bigrams(text: str) -> set[str]:

@@ -28,14 +28,24 @@ from assistant.answering import (
 )
 from assistant.config import Settings
 from assistant.errors import ComposerError
-from assistant.followup import standalone_question
+from assistant.followup import FollowUp, decide, with_context
+from assistant.nearmiss import UnlistedKinds, states_no_rule
 from assistant.prompts import Prompts, load_prompts
-from assistant.retrieval import HybridSearcher, default_synonym_files, load_synonyms
+from assistant.retrieval import HybridSearcher, QueryPlan, default_synonym_files, load_synonyms
 from assistant.schema import Answer, Clause, Turn
 from assistant.store import IndexSnapshot, Layout
 from assistant.text import Tokenizer, is_chinese, shared_tokenizer
 
 log = logging.getLogger(__name__)
+
+# How close in meaning (on the gate's 0–1 cosine scale) a question without a subject must be to a
+# clause of another document, asked alone, to count as a new topic rather than a follow-up.
+TOPIC_SWITCH_SEMANTIC = 0.5
+
+
+def _unknown_words(plan: QueryPlan) -> list[str]:
+    """The question's own words that the rulebook does not have (dictionary mappings excluded)."""
+    return [next(iter(c.alternatives)) for c in plan.concepts if not c.known and len(c.alternatives) == 1]
 
 
 @dataclass
@@ -44,6 +54,9 @@ class _Loaded:
     snapshot: IndexSnapshot
     searcher: HybridSearcher
     extractive: ExtractiveComposer
+    unlisted: UnlistedKinds
+    navigation: frozenset[str]  # ids of clauses that state no rule (titles, dates, approval lines)
+    home: dict[str, str]  # index word → the one document that uses it ("" when several do)
 
 
 class Assistant:
@@ -80,7 +93,15 @@ class Assistant:
             searcher = HybridSearcher(snapshot, self.embedder, self.tokenizer, self.synonyms)
             extractive = ExtractiveComposer(self.tokenizer, self.prompts, searcher.idf,
                                             self.settings.max_citations)
-            self._loaded = _Loaded(snapshot.generation, snapshot, searcher, extractive)
+            unlisted = UnlistedKinds((w for toks in searcher.clause_token_sets for w in toks),
+                                     searcher.corpus_norm)
+            navigation = frozenset(c.clause_id for c in snapshot.clauses if states_no_rule(c))
+            home: dict[str, str] = {}
+            for clause, words in zip(snapshot.clauses, searcher.clause_token_sets, strict=True):
+                for w in words:
+                    home[w] = clause.source if home.get(w, clause.source) == clause.source else ""
+            self._loaded = _Loaded(snapshot.generation, snapshot, searcher, extractive, unlisted, navigation,
+                                   home)
             log.info("serving index %s (%d clauses)", snapshot.generation, len(snapshot.clauses))
             return self._loaded
 
@@ -117,14 +138,38 @@ class Assistant:
         return self.chain(history).invoke(question)
 
     def standalone(self, question: str, history: Sequence[Turn]) -> str:
-        """The question to search: rewritten by the LLM when one is configured, else by rule."""
+        """The question to search. A complete question is searched as asked, whatever came before;
+        an elliptical follow-up is rewritten by the LLM when one is configured, else by rule."""
+        loaded = self._current()
+        if decide(question, history, cleared=lambda text: self._cleared(loaded, text),
+                  topic=lambda text: self._topic(loaded, text), known=loaded.searcher._known,
+                  home=lambda word: loaded.home.get(word) or None) is FollowUp.COMPLETE:
+            return question
         rewrite = getattr(self.composer, "rewrite", None)
-        if history and rewrite is not None:
+        if rewrite is not None:
             try:
                 return rewrite(question, history, is_chinese(question))
             except ComposerError as exc:
                 log.warning("follow-up rewrite by the model failed (%s); using the rule", exc)
-        return standalone_question(question, history)
+        return with_context(question, history)
+
+    def _cleared(self, loaded: _Loaded, text: str) -> str | None:
+        """The document of the best clause when `text` alone clears the evidence gate and is close
+        to it in meaning (at least midway on the gate's cosine scale), else None. The gate alone is
+        too weak a test here: a vague "过了期限怎么办？" covers its one word (期限) in many clauses."""
+        found = loaded.searcher.search(text, 10)
+        hits = [h for h in found.hits if h.clause.clause_id not in loaded.navigation]
+        if not hits or loaded.unlisted.find(_unknown_words(found.plan)):
+            return None
+        if (self.gate.confidence(hits, found.plan) < self.gate.threshold
+                or self.gate.semantic(hits[:1], found.plan) < TOPIC_SWITCH_SEMANTIC):
+            return None
+        return hits[0].clause.source
+
+    def _topic(self, loaded: _Loaded, text: str) -> str | None:
+        """The document of the best clause for `text`."""
+        hits = [h for h in loaded.searcher.search(text, 10).hits if h.clause.clause_id not in loaded.navigation]
+        return hits[0].clause.source if hits else None
 
     def _retrieve(self, question: str, history: Sequence[Turn]) -> dict:
         t0 = time.perf_counter()
@@ -137,10 +182,19 @@ class Assistant:
     def _gate(self, state: dict) -> Evidence | None:
         """Gate the retrieved clauses; the evidence for a composer, or None below the gate."""
         result = state["result"]
-        hits = tuple(result.hits)
+        loaded: _Loaded = state["loaded"]
+        # Clauses that state no rule (a preamble's approval line, a title) are listed in
+        # `retrieved` for navigation but are never evidence.
+        hits = tuple(h for h in result.hits if h.clause.clause_id not in loaded.navigation)
         state["chinese"] = is_chinese(state["question"])
         state["draft"] = None
         state["confidence"] = self.gate.confidence(hits, result.plan)
+        state["unlisted"] = loaded.unlisted.find(_unknown_words(result.plan))
+        if state["unlisted"]:
+            # The question asks about a kind of thing (健身卡, 停车费) the rulebook does not list:
+            # a near miss, however close the category's clauses score.
+            log.info("near miss: the rulebook does not name %s", "、".join(state["unlisted"]))
+            state["confidence"] = min(state["confidence"], self.gate.threshold / 2)
         if state["confidence"] < self.gate.threshold:
             return None  # below the gate no composer runs, LLM or not
         extractive: ExtractiveComposer = state["loaded"].extractive
@@ -209,6 +263,25 @@ class Assistant:
                 yield "delta", piece
         yield "done", answer
 
+    def contact(self, state: dict) -> str:
+        """Whom a refusal names: the owner of the closest topic when the clauses found agree on
+        one (two of the best three in one document, close enough to be on topic), else the
+        configured contact."""
+        from ingest.contacts import contact_for
+
+        loaded: _Loaded = state["loaded"]
+        contacts = loaded.snapshot.meta.get("contacts") or {}
+        fallback = contacts.get("", self.settings.contact)
+        hits = [h for h in state["result"].hits[:3] if h.clause.clause_id not in loaded.navigation]
+        if not contacts or not hits:
+            return fallback
+        top = hits[0].clause
+        floor = self.gate.SEM_SCALE_ZH[0] if state["chinese"] else self.gate.SEM_SCALE_EN[0]
+        same = sum(1 for h in hits if h.clause.source == top.source)
+        if hits[0].semantic < floor or same < 2:
+            return fallback
+        return contact_for(contacts, top.source, top.path[:-1], fallback)
+
     def _finish(self, state: dict) -> Answer:
         result = state["result"]
         draft: Draft | None = state["draft"]
@@ -221,7 +294,7 @@ class Assistant:
         retrieved = tuple(result.hits[: max(self.settings.top_k, 10)])
         if draft is None or not draft.citations:
             text = self.prompts.render(self.prompts.lang("refusal", state["chinese"]),
-                                       contact=self.settings.contact)
+                                       contact=self.contact(state))
             return Answer(question=state["question"], grounded=False, answer=text, citations=(),
                           retrieved=retrieved, timings_ms=timings,
                           standalone_question=state["standalone"],

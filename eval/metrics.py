@@ -1,11 +1,12 @@
 """Metrics of the design card, computed from per-case results.
 
-Retrieval (answerable cases with expected clauses, over `retrieved`): hit@1, hit@5, MRR@10,
-recall@5. Citations: precision = cited clauses that are expected / all cited clauses (micro,
+Retrieval (answerable cases with expected clauses, over `retrieved`): hit@1, hit@5, hit@10,
+MRR@10, recall@5. Citations: precision = cited clauses that are expected / all cited clauses (micro,
 over answerable cases), any-expected-cited = answerable cases with at least one expected clause
 cited. Refusals (a refusal is the positive class): precision and recall over `answerable`, plus
 the share of answerable questions wrongly refused. `must_contain` rate over cases that have it.
-Latency p50/p95 of the whole answer.
+Latency p50/p95 of the whole answer. Conversations: `from_previous` counts questions that stand on
+their own (not elliptical follow-ups) answered from a clause that answered an earlier turn.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import Any
 from assistant.text import normalise
 
 # The metrics of a report, in display order.
-COLUMNS = ["cases", "hit@1", "hit@5", "mrr@10", "recall@5", "citation_precision", "any_expected_cited",
-           "refusal_precision", "refusal_recall", "wrongly_refused", "must_contain", "latency_p50_ms",
+COLUMNS = ["cases", "hit@1", "hit@5", "hit@10", "mrr@10", "recall@5", "citation_precision", "any_expected_cited",
+           "refusal_precision", "refusal_recall", "wrongly_refused", "from_previous", "must_contain", "latency_p50_ms",
            "latency_p95_ms"]
 
 
@@ -53,6 +54,8 @@ class CaseResult:
     latency_ms: float
     confidence: float
     standalone_question: str = ""
+    kind: str = ""  # conversations: elliptical | complete | switch
+    previous_expected: list[dict[str, str]] | None = None  # what answered the earlier turns
 
     def expected_keys(self) -> set[tuple[str, str]]:
         return {clause_key(e["source"], e["clause"]) for e in self.expected}
@@ -96,6 +99,7 @@ def compute(results: list[CaseResult]) -> dict[str, Any]:
                          "unanswerable": len(unanswerable)}
     m["hit@1"] = _mean(1.0 if k == 1 else 0.0 for k in ranks)
     m["hit@5"] = _mean(1.0 if k is not None and k <= 5 else 0.0 for k in ranks)
+    m["hit@10"] = _mean(1.0 if k is not None and k <= 10 else 0.0 for k in ranks)
     m["mrr@10"] = _mean(1.0 / k if k is not None and k <= 10 else 0.0 for k in ranks)
     m["recall@5"] = _mean(
         len(r.expected_keys() & {clause_key(x["source"], x["clause"]) for x in r.retrieved[:5]})
@@ -120,6 +124,16 @@ def compute(results: list[CaseResult]) -> dict[str, Any]:
     m["refusal_precision"] = refused_unans / refused_all if refused_all else None
     m["wrongly_refused"] = (sum(1 for r in answerable if not r.grounded) / len(answerable)
                             if answerable else None)
+
+    # A question that stands on its own, answered from a clause that answered an earlier turn and
+    # not one it expects: the previous topic carried into an unrelated question.
+    m["from_previous"] = sum(
+        1 for r in results
+        if r.history and r.kind != "elliptical" and r.grounded and any(
+            clause_key(c["source"], c["clause"]) in
+            {clause_key(e["source"], e["clause"]) for e in r.previous_expected or []} - r.expected_keys()
+            for c in r.cited)
+    ) if any(r.history for r in results) else None
 
     mc = [r for r in answerable if r.must_contain]
     m["must_contain"] = _mean(

@@ -145,6 +145,9 @@ def run_case(assistant, case: dict[str, Any], file: str) -> CaseResult:  # type:
         latency_ms=ans.timings_ms.get("total", 0.0),
         confidence=ans.confidence,
         standalone_question=ans.standalone_question,
+        kind=case.get("kind", ""),
+        previous_expected=[e for t in case.get("history", []) if isinstance(t, dict)
+                           for e in t.get("expected", [])],
     )
 
 

@@ -22,6 +22,7 @@ from assistant.errors import RulebookError, UnsupportedFile
 from assistant.schema import Chunk, Clause
 from assistant.store import DocumentRow, IndexWriter, Layout, read_documents, read_rows
 from ingest.chunking import chunk_clause
+from ingest.contacts import CONTACTS_FILE, read_contacts
 from ingest.loaders import SUPPORTED, load_file
 from ingest.structure import parse_clauses
 
@@ -92,7 +93,7 @@ def _scan(directory: Path) -> list[Path]:
             continue  # hidden files and folders (.git, editor swap files)
         if p.name.startswith("~$"):
             continue  # Word's lock files next to an open document
-        if p.is_file():
+        if p.is_file() and rel.as_posix() != CONTACTS_FILE:
             files.append(p)
     return files
 
@@ -136,12 +137,14 @@ def ingest(directory: Path, settings: Settings, progress: Progress | None = None
             present[rel] = path
             hashes[rel] = _sha256(path) if path.stat().st_size <= max_bytes else "too-large"
 
+        contacts = read_contacts(directory)
         report.removed = sorted(set(prev_docs) - set(present))
         carried = {rel for rel in present
                    if same_model and rel in prev_docs and prev_docs[rel].sha256 == hashes[rel]}
         to_read = [rel for rel in present if rel not in carried]
 
-        if prev and not to_read and not report.removed:
+        same_contacts = prev_db is not None and (_meta(prev_db, "contacts") or {}) == contacts
+        if prev and not to_read and not report.removed and same_contacts:
             report.unchanged = sorted(carried)
             report.generation = prev
             report.documents = len(prev_docs)
@@ -154,6 +157,7 @@ def ingest(directory: Path, settings: Settings, progress: Progress | None = None
         try:
             _build(writer, directory, present, to_read, carried, prev_db, prev_docs, max_bytes,
                    settings, report, progress, same_model)
+            writer.set_meta("contacts", contacts)
             report.generation = writer.commit()
         except BaseException:
             writer.abort()
