@@ -1,11 +1,12 @@
 """Regenerate eval/REPORT.md: current figures of every case file and the gate's trade-off plot.
 
-    python -m eval.report [--data-dir D] [--cmrc RESULTS.json]
+    python -m eval.report [--data-dir D] [--cmrc RESULTS.json] [--stard RESULTS.json]
 
 Runs the eval cases under eval/cases/ exactly as `rulebook eval eval/cases/` does, writes the
 metrics table per file, and plots refusal precision and recall against the evidence-gate
 threshold (from each case's gate confidence), marking the threshold in use. CMRC 2018 figures
-come from a JSON written by `python -m eval.benchmarks.cmrc2018 --json` (slow, so run apart).
+come from a JSON written by `python -m eval.benchmarks.cmrc2018 --json`, STARD figures from the
+one `python -m eval.benchmarks.stard` writes (both slow, so run apart).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from assistant.config import load_settings
 from eval.metrics import COLUMNS, CaseResult, fmt, threshold_sweep
@@ -21,6 +23,48 @@ from eval.runner import assistant_factory, run
 from ingest.pipeline import ingest
 
 HERE = Path(__file__).resolve().parent
+STARD_TITLE = "STARD (real questions)"
+
+
+def stard_section(saved: dict[str, Any]) -> list[str]:
+    """The STARD section from `stard-results.json` ({"full": run, "slice": run}, either may be absent)."""
+    full, part = saved.get("full"), saved.get("slice")
+    if not full and not part:
+        return []
+    lines = ["", f"## {STARD_TITLE}", "",
+             "`python -m eval.benchmarks.stard` — questions asked by ordinary people, labelled by legal experts "
+             "with the articles that answer them, over the 30 statute files of the benchmark ingested as a "
+             "rulebook. Tuned on `dev`; `test` is reported, never tuned on. The CI slice "
+             "(`--slice`, `tests/test_stard_slice.py`) is the dev questions whose gold articles lie in four "
+             "statute files, over an index of those files only (far fewer distractors). Timings follow the "
+             "machine's load (shown below); the retrieval figures do not.", "",
+             "| run | cases | hit@1 | hit@5 | hit@10 | MRR@10 | recall@5 | p50 ms | p95 ms | bare query embed p50 ms |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, r in (("", full), ("slice ", part)):
+        for split, m in (r or {}).get("splits", {}).items():
+            lines.append(f"| {label}{split} | " + " | ".join(fmt(m.get(k)) for k in (
+                "cases", "hit@1", "hit@5", "hit@10", "mrr@10", "recall@5", "latency_p50_ms", "latency_p95_ms",
+                "query_embed_p50_ms")) + " |")
+    lines.append("")
+    for label, r in (("Full", full), ("Slice", part)):
+        if not r:
+            continue
+        ix = r["index"]
+        text = (f"{label}: {ix['documents']} documents, {ix['clauses']} clauses, {ix['chunks']} chunks; "
+                f"measured {r['date']} on code {r.get('code') or 'unknown'}")
+        if ix.get("ingest_s") is not None:
+            text += f"; ingest {ix['ingest_s']:.0f} s ({ix['ingest_embedded']} chunks embedded)"
+        p = r.get("passage_embed")
+        if p:
+            how = (f"extrapolated from {p['timed_chunks']} of {p['chunks']} chunks" if p["extrapolated"]
+                   else "all chunks")
+            text += (f"; bare passage embedding of the same text {p['all_s']:.0f} s ({p['chars_per_s']} chars/s, "
+                     f"{how})")
+        if r.get("ingest_over_bare_embed"):
+            text += f"; ingest / bare embedding {r['ingest_over_bare_embed']:.2f}"
+        lines.append(f"- {text}; load average {r['load_avg_1min'][0]}–{r['load_avg_1min'][1]}.")
+    return lines
+
 
 def svg_plot(rows: list[dict[str, float]], chosen: float, title: str) -> str:
     """A small line plot of refusal precision/recall and wrongly-refused vs threshold."""
@@ -62,7 +106,7 @@ def svg_plot(rows: list[dict[str, float]], chosen: float, title: str) -> str:
     return "\n".join(parts)
 
 
-def build_report(data_dir: Path, cmrc: Path | None) -> str:
+def build_report(data_dir: Path, cmrc: Path | None, stard: Path | None = None) -> str:
     settings = load_settings(data_dir=data_dir)
     make = assistant_factory()
 
@@ -90,6 +134,8 @@ def build_report(data_dir: Path, cmrc: Path | None) -> str:
                   f"| {c['hit@1']:.3f} | {c['hit@5']:.3f} | {c['mrr@10']:.3f} | {c['answer_span_recall']:.3f} | "
                   f"{c['refused']:.3f} | {c['latency_p50_ms']:.0f} | {c['latency_p95_ms']:.0f} | "
                   f"{fmt(c.get('ingest_s'))} |"]
+    if stard and stard.exists():
+        lines += stard_section(json.loads(stard.read_text(encoding="utf-8")))
     # The labour-law sets have no unanswerable questions; the gate is judged on the others.
     gated: list[CaseResult] = [r for name, rs in result.results.items() if not name.startswith("labour_law")
                                for r in rs]
@@ -110,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", type=Path, default=Path(".rulebook"))
     ap.add_argument("--cmrc", type=Path, default=HERE / "benchmarks" / "cmrc2018-results.json")
+    ap.add_argument("--stard", type=Path, default=HERE / "benchmarks" / "stard-results.json")
     args = ap.parse_args(argv)
-    (HERE / "REPORT.md").write_text(build_report(args.data_dir, args.cmrc), encoding="utf-8")
+    (HERE / "REPORT.md").write_text(build_report(args.data_dir, args.cmrc, args.stard), encoding="utf-8")
     print(f"wrote {HERE / 'REPORT.md'}")
     return 0
 
