@@ -31,6 +31,11 @@ class Settings(BaseSettings):
         None, description="Use a `chroma run` server (http://host:port) instead of the embedded store."
     )
     max_file_mb: float = Field(20.0, gt=0, description="Files larger than this are skipped.")
+    max_unpacked_mb: float = Field(100.0, gt=0, description="A .docx that unpacks to more is skipped.")
+    max_chars_per_file: int = Field(300_000, ge=1000, description="Text kept per file; the rest is cut.")
+    max_line_chars: int = Field(10_000, ge=100, description="Text kept per line (paragraph); the rest is cut.")
+    max_paragraphs: int = Field(20_000, ge=10, description="Paragraphs read per file; the rest are cut.")
+    max_seconds_per_file: float = Field(30.0, gt=0, description="Reading one file; slower files are skipped.")
     top_k: int = Field(10, ge=1, le=100, description="How many clauses `retrieved` lists.")
     gate_threshold: float | None = Field(
         None, description="Evidence gate threshold (0–1); default is the calibrated value."
@@ -40,6 +45,12 @@ class Settings(BaseSettings):
         None, description="Extra lay-term → rule-term mappings (same format as the bundled file)."
     )
     user_dict: Path | None = Field(None, description="Extra jieba user dictionary of rulebook terms.")
+    bundled_synonyms: bool = Field(
+        True, description="Use the bundled lay → rule dictionary (`assistant/resources/synonyms.txt`); "
+        "`false` to measure a rulebook without it or rely on learned and company mappings only.")
+    learned: bool = Field(True, description="Use the resource written by `rulebook learn` when there is one.")
+    learned_file: Path | None = Field(
+        None, description="The resource written by `rulebook learn`; default `DATA_DIR/learned.npz`.")
     prompts_dir: Path = Field(PROJECT_ROOT / "prompts")
 
     # LLM composer (optional)
@@ -57,6 +68,10 @@ class Settings(BaseSettings):
     api_keys: str = Field("", description="Comma-separated bearer tokens; empty = no auth.")
     rate_limit_per_minute: int = Field(60, ge=0, description="Per client; 0 disables.")
     max_question_chars: int = Field(500, ge=10)
+    max_body_kb: int = Field(64, ge=1, description="Larger request bodies are refused with 413.")
+    forwarded_allow_ips: str = Field(
+        "", description="Comma-separated addresses of reverse proxies whose X-Forwarded-For is believed; "
+        "empty = none (the client address is the peer's).")
 
     # Slack (the standard variable names of Slack apps)
     slack_bot_token: str | None = Field(

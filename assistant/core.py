@@ -40,7 +40,25 @@ log = logging.getLogger(__name__)
 
 # How close in meaning (on the gate's 0–1 cosine scale) a question without a subject must be to a
 # clause of another document, asked alone, to count as a new topic rather than a follow-up.
-TOPIC_SWITCH_SEMANTIC = 0.5
+TOPIC_SWITCH_SEMANTIC = 0.55
+
+# How long a replaced index generation stays open after a switch: a request that picked it up
+# just before the switch finishes its vector query in milliseconds, so this is a wide margin.
+RETIRE_AFTER_SECONDS = 10.0
+
+
+def _release_memory() -> None:
+    """Collect the replaced generation's objects and hand freed pages back to the system: without
+    it glibc keeps them, and a server that lives through many ingests grows by each index's size."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _unknown_words(plan: QueryPlan) -> list[str]:
@@ -78,17 +96,24 @@ class Assistant:
         self.layout = Layout(settings.data_dir)
         self._loaded: _Loaded | None = None
         self._lock = threading.Lock()
+        # Generations replaced by a newer one, with the time they were replaced: closed once no
+        # request that picked them up just before the switch can still be querying them.
+        self._retired: list[tuple[float, _Loaded]] = []
 
     # -- index --------------------------------------------------------------------------
     def _current(self) -> _Loaded:
         """The loaded generation, reloaded when an ingest has published a newer one."""
         loaded = self._loaded
         name = self.layout.current()
+        if self._retired:
+            self._close_retired()
         if loaded is not None and (name is None or name == loaded.generation):
             return loaded
         with self._lock:
             if self._loaded is not None and self._loaded.generation == self.layout.current():
                 return self._loaded
+            if self._loaded is not None:
+                self._retired.append((time.monotonic(), self._loaded))
             snapshot = IndexSnapshot(self.layout, self.settings.chroma_url, self.embedder_name)
             searcher = HybridSearcher(snapshot, self.embedder, self.tokenizer, self.synonyms)
             extractive = ExtractiveComposer(self.tokenizer, self.prompts, searcher.idf,
@@ -104,6 +129,26 @@ class Assistant:
                                    home)
             log.info("serving index %s (%d clauses)", snapshot.generation, len(snapshot.clauses))
             return self._loaded
+
+    def _close_retired(self, grace: float = RETIRE_AFTER_SECONDS) -> None:
+        """Close the generations replaced more than `grace` seconds ago (all of them with 0)."""
+        now = time.monotonic()
+        with self._lock:
+            done = [loaded for since, loaded in self._retired if now - since >= grace]
+            self._retired = [(since, loaded) for since, loaded in self._retired if now - since < grace]
+        for loaded in done:
+            loaded.snapshot.close()
+            log.info("closed index %s", loaded.generation)
+        if done:
+            _release_memory()
+
+    def close(self) -> None:
+        """Release every loaded generation (the assistant reloads on its next question)."""
+        with self._lock:
+            loaded, self._loaded = self._loaded, None
+            if loaded is not None:
+                self._retired.append((time.monotonic(), loaded))
+        self._close_retired(grace=0.0)
 
     def ready(self) -> tuple[bool, str]:
         try:
@@ -188,7 +233,9 @@ class Assistant:
         hits = tuple(h for h in result.hits if h.clause.clause_id not in loaded.navigation)
         state["chinese"] = is_chinese(state["question"])
         state["draft"] = None
-        state["confidence"] = self.gate.confidence(hits, result.plan)
+        # Setting a preamble aside must not make the rest look better than retrieval found it.
+        state["confidence"] = min(self.gate.confidence(hits, result.plan),
+                                  self.gate.confidence(result.hits, result.plan))
         state["unlisted"] = loaded.unlisted.find(_unknown_words(result.plan))
         if state["unlisted"]:
             # The question asks about a kind of thing (健身卡, 停车费) the rulebook does not list:
@@ -273,7 +320,7 @@ class Assistant:
         contacts = loaded.snapshot.meta.get("contacts") or {}
         fallback = contacts.get("", self.settings.contact)
         hits = [h for h in state["result"].hits[:3] if h.clause.clause_id not in loaded.navigation]
-        if not contacts or not hits:
+        if not contacts or not hits or not state["confidence"]:  # nothing the rulebook knows was asked
             return fallback
         top = hits[0].clause
         floor = self.gate.SEM_SCALE_ZH[0] if state["chinese"] else self.gate.SEM_SCALE_EN[0]

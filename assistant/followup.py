@@ -41,8 +41,8 @@ _OPENS_BACK = re.compile(r"^(那么?|那如果|那要是|如果是|要是|还有
 _ENDS_BACK = re.compile(r"(呢|的话)[？?。！!\s]*$")
 _REFERRING_ZH = re.compile(r"(它|这种情况|那种情况|这种|那种|这样的话|这样|这些|那些|上述|该项|该条|此事|这事|"
                            r"这条|那条|这项|那项|这个|那个|这笔|那笔|这次|上面|刚才|前面说的|同样)")
-_EN_OPENS_BACK = re.compile(r"^(and what about|what about|how about|and if|what if|and for|same for|is that|does that|"
-                            r"do they|is it|does it|can it)\b", re.IGNORECASE)
+_EN_OPENS_BACK = re.compile(r"^(and|what about|how about|what if|same for|is that|does that|do they|is it|does it|"
+                            r"can it)\b", re.IGNORECASE)
 _EN_REFERRING = re.compile(r"\b(it|that|this|those|these|they|them|there|same)\b", re.IGNORECASE)
 _EN_WORD = re.compile(r"[A-Za-z0-9']+")
 _CJK = re.compile(r"[\u3400-\u9fff]")
@@ -55,8 +55,10 @@ _GENERIC = frozenset({"人", "我们", "事情", "东西", "问题", "情况", "
                       "部分", "地方", "意思", "话", "次", "天"})
 # An English question of more words than this with no pointing word names its own subject.
 _EN_SHORT = 2
-# … and, when it does not clear the gate on its own, one of more words than this.
-_EN_NO_SUBJECT = 4
+# A referring word (it, those, there) makes an English question of at most this many words a follow-up.
+_EN_REFERRING_WORDS = 12
+# … likewise when it does not clear the gate on its own.
+_EN_NO_SUBJECT = _EN_SHORT
 
 
 def _tag(question: str) -> list[tuple[str, str]]:
@@ -112,7 +114,7 @@ def points_back(question: str) -> bool:
             return True
         return bool(_REFERRING_ZH.search(q) and not re.search(r"这个月|那个月|这周|这些年", q))
     words = _EN_WORD.findall(q)
-    return bool(_EN_OPENS_BACK.search(q) or (_EN_REFERRING.search(q) and len(words) <= 8))
+    return bool(_EN_OPENS_BACK.search(q) or (_EN_REFERRING.search(q) and len(words) <= _EN_REFERRING_WORDS))
 
 
 # A request for a task ("帮我写一封邮件", "translate this") asks nothing of the previous topic.
@@ -138,10 +140,11 @@ def decide(question: str, history: Sequence[Turn], *, cleared: Callable[[str], s
     """Elliptical or complete, using the served rulebook as well as the words.
 
     Small talk is complete and an explicit marker (那…呢, 这个, what about) elliptical, as in
-    `classify`. Otherwise the question is asked alone: if it clears the evidence gate in another
-    document than the one the conversation was about, it opens a new topic ("迟到怎么算？" after a
-    question on complaints); if it clears it in the same document, it continues the topic. If it
-    does not clear it, it is complete when it names a thing the rulebook never mentions
+    `classify`. Otherwise the question is asked alone: if it clears the evidence gate, close to a
+    clause of another document than the one the conversation was about, it opens a new topic
+    ("迟到怎么算？" after a question on complaints); close to one of the same document, it continues
+    the topic ("要谁审批？" after a question on leave). If it does not clear the gate, it is complete
+    when it names a thing the rulebook never mentions
     (食堂, 停车位: a new topic, to be refused on its own) or a thing only another document
     mentions (兼职 after a question on leave), else elliptical ("过了期限怎么办？").
 

@@ -36,6 +36,10 @@ NAVIGATION_MAX_CHARS = 60
 MIN_SIBLINGS = 3
 # Names of people, places and organisations are not kinds of things a rulebook lists.
 _NAME_TAGS = ("nr", "ns", "nt")
+# Nor are nouns of people, places and periods (服务员, 正式工, 女同事, 工作室, 老家, 预产期): in a question
+# they are its setting, not the thing asked about. General Chinese word formation (the heads of
+# person, place and period nouns), not a list of any rulebook's words.
+SETTING_HEADS = frozenset("员工人者师生长事家户主室期")
 
 
 def states_no_rule(clause: Clause) -> bool:
@@ -50,7 +54,7 @@ def states_no_rule(clause: Clause) -> bool:
     if _DATE.search(body) or _APPROVAL.search(body):
         return True
     # Lines of headings only (a table of contents): every line is a numbered heading.
-    lines = [ln.strip() for ln in body.splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in clause.text.splitlines() if ln.strip()]
     return len(lines) >= 3 and all(re.match(r"^(第.{1,6}[章节条]|[一二三四五六七八九十]+、|\d+[.、])", ln)
                                    for ln in lines)
 
@@ -82,7 +86,7 @@ class UnlistedKinds:
         for w in question_words:
             tag = tags.get(w, "")
             if (len(w) < 3 or not _CJK_WORD.fullmatch(w) or not tag.startswith("n") or tag.startswith(_NAME_TAGS)
-                    or w[-1] not in self.heads or normalise(w) in self.corpus_norm):
+                    or w[-1] not in self.heads or w[-1] in SETTING_HEADS or normalise(w) in self.corpus_norm):
                 continue
             if any(w[i:] in self.words for i in range(1, len(w) - 1)):
                 continue  # a modified rulebook word (假发票 → 发票), not a kind of its own

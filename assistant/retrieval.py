@@ -23,6 +23,7 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
 from assistant.glossary import senses
+from assistant.learned import LearnedResource, LearnedScorer
 from assistant.schema import Clause, Hit
 from assistant.store import IndexSnapshot
 from assistant.text import RESOURCES, Tokenizer, normalise, normalise_query, stopwords
@@ -183,7 +184,7 @@ class HybridSearcher:
     """`search(question, k)` over one index snapshot."""
 
     def __init__(self, snapshot: IndexSnapshot, embedder, tokenizer: Tokenizer,  # type: ignore[no-untyped-def]
-                 synonyms: list[Expansion]) -> None:
+                 synonyms: list[Expansion], learned: LearnedResource | None = None) -> None:
         import bm25s
 
         # bm25s sets its own logger to DEBUG when imported, which floods the CLI's stderr.
@@ -217,6 +218,8 @@ class HybridSearcher:
         self.idf = {t: math.log(1 + (n - d + 0.5) / (d + 0.5)) for t, d in df.items()}
         self.max_idf = math.log(1 + (n + 0.5) / 0.5)
         self.mender = HomophoneMender(self.idf, self._known, tokenizer)
+        # What `rulebook learn` learned, with its clause keys resolved in this generation.
+        self.learned = LearnedScorer(learned, snapshot, self.idf) if learned is not None else None
 
     def _gapped(self, trigger: str) -> tuple[str | re.Pattern[str], ...] | None:
         """The units of a Chinese trigger that may also match with characters between them:
@@ -311,10 +314,11 @@ class HybridSearcher:
 
         return sum(c.weight for c in plan.concepts if mentioned(c)) / total
 
-    def _semantic(self, text: str) -> tuple[np.ndarray, dict[int, str]]:
+    def _semantic(self, text: str, qvec: np.ndarray | None = None) -> tuple[np.ndarray, dict[int, str]]:
         """Best cosine of each clause's chunks among the vector candidates, and that chunk."""
         n = len(self.snapshot.clauses)
-        qvec = self.embedder.query_array(text)
+        if qvec is None:
+            qvec = self.embedder.query_array(text)
         semantic = np.zeros(n, dtype=np.float32)
         best_chunk: dict[int, str] = {}
         for chunk_id, sim in self.snapshot.vectors.query(qvec, VECTOR_CANDIDATES):
@@ -336,13 +340,24 @@ class HybridSearcher:
         lexical = np.zeros(n, dtype=np.float32)
         if plan.tokens and n:
             lexical = np.asarray(self.bm25.get_scores(plan.tokens), dtype=np.float32)
+            if self.learned is not None:
+                lexical += self.learned.expansion_scores(self.bm25, plan.own_tokens)
         t1 = time.perf_counter()
         timings["bm25"] = (t1 - t0) * 1000
-        semantic, best_chunk = self._semantic(plan.embed_text)
+        # One embedding of the question serves the vector leg and the learned question memory.
+        qvec = self.embedder.query_array(plan.embed_text)
+        semantic, best_chunk = self._semantic(plan.embed_text, qvec)
         t2 = time.perf_counter()
         timings["vector"] = (t2 - t1) * 1000
 
-        fused = self._fuse(lexical, semantic)
+        ranking = semantic
+        if self.learned is not None and self.learned.has_adapter:
+            # Ranked by the adapted vector; `Hit.semantic` (what the evidence gate reads) stays
+            # the plain cosine, whose scale the gate was calibrated on.
+            ranking = self.learned.adapted_semantic(qvec)
+        fused = self._fuse(lexical, ranking)
+        if self.learned is not None and self.learned.memory_weight > 0:
+            fused += self.learned.memory_weight * self.learned.memory_scores(qvec)
         order = np.argsort(-fused, kind="stable")[: max(k, 1)]
         hits = []
         for i in order:
@@ -398,8 +413,9 @@ def hit_to_document(hit: Hit) -> Document:
     )
 
 
-def default_synonym_files(extra: Path | None) -> list[Path]:
-    files = [RESOURCES / "synonyms.txt"]
+def default_synonym_files(extra: Path | None, bundled: bool = True) -> list[Path]:
+    """The bundled dictionary (unless turned off, to measure what it adds) and a company's own."""
+    files = [RESOURCES / "synonyms.txt"] if bundled else []
     if extra is not None:
         files.append(extra)
     return files

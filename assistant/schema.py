@@ -16,6 +16,7 @@ class SourceDocument:
     sha256: str  # of the raw file bytes
     encoding: str
     kind: str  # md | txt | docx | pdf | html
+    notes: tuple[str, ...] = ()  # what was cut or mended to read it (reported by ingest)
 
 
 @dataclass(frozen=True)

@@ -120,6 +120,16 @@ class VectorStore:
         by_id = dict(zip(res["ids"], res["embeddings"], strict=True))
         return np.asarray([by_id[i] for i in ids], dtype=np.float32)
 
+    def close(self) -> None:
+        """Release the client: a long-running server opens one per index switch, and an unclosed
+        embedded client keeps its threads and the (later deleted) generation's files open."""
+        client, self._client = getattr(self, "_client", None), None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # closing must never take a request or an ingest down
+                pass
+
     @property
     def count(self) -> int:
         if not hasattr(self, "_count"):
@@ -241,6 +251,7 @@ class IndexWriter:
     def commit(self) -> str:
         self.db.commit()
         self.db.close()
+        self.vectors.close()
         (self.dir / "COMPLETE").write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
         self.layout.publish(self.name)
         return self.name
@@ -248,6 +259,7 @@ class IndexWriter:
     def abort(self) -> None:
         try:
             self.db.close()
+            self.vectors.close()
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
             VectorStore.drop(self.name, self.chroma_url)
@@ -315,6 +327,10 @@ class IndexSnapshot:
         self.chunk_clause = np.array([self.by_id[c.clause_id] for c in self.chunks], dtype=np.int64)
         self.chunk_index = {c.chunk_id: i for i, c in enumerate(self.chunks)}
         self.vectors = VectorStore(gen, name, chroma_url, create=False)
+
+    def close(self) -> None:
+        """Release the vector store; the clauses and chunks in memory stay readable."""
+        self.vectors.close()
 
     def neighbours(self, clause_id: str) -> tuple[Clause | None, Clause | None]:
         i = self.by_id[clause_id]

@@ -32,6 +32,9 @@ def chunk_clause(clause: Clause, max_chars: int = MAX_CHARS) -> list[Chunk]:
             start, end = s, e
     if start is not None:
         pieces.append(text[start:end])
+    # A sentence longer than a chunk (a run of text without sentence punctuation) is cut at a
+    # comma or space near the limit, else hard: no chunk is ever longer than `max_chars`.
+    pieces = [part for piece in pieces for part in _bounded(piece, max_chars)]
     context = clause_context(clause)
     return [
         Chunk(
@@ -42,3 +45,20 @@ def chunk_clause(clause: Clause, max_chars: int = MAX_CHARS) -> list[Chunk]:
         )
         for i, piece in enumerate(pieces or [text])
     ]
+
+
+_SOFT_BREAKS = "，,；;：:、 \t\n"
+
+
+def _bounded(piece: str, max_chars: int) -> list[str]:
+    parts: list[str] = []
+    while len(piece) > max_chars:
+        window = piece[:max_chars]
+        cut = max(window.rfind(ch) for ch in _SOFT_BREAKS) + 1
+        if cut < max_chars // 2:
+            cut = max_chars
+        parts.append(piece[:cut])
+        piece = piece[cut:]
+    if piece.strip() or not parts:
+        parts.append(piece)
+    return parts

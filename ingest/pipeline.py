@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ from assistant.schema import Chunk, Clause
 from assistant.store import DocumentRow, IndexWriter, Layout, read_documents, read_rows
 from ingest.chunking import chunk_clause
 from ingest.contacts import CONTACTS_FILE, read_contacts
-from ingest.loaders import SUPPORTED, load_file
+from ingest.loaders import SUPPORTED, Limits, load_file
 from ingest.structure import parse_clauses
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class IngestReport:
     removed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    cut: list[dict[str, str]] = field(default_factory=list)  # indexed, but only in part (see loaders.Limits)
     embedded: int = 0
     seconds: float = 0.0
 
@@ -85,17 +87,56 @@ def _writer_lock(layout: Layout) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _scan(directory: Path) -> list[Path]:
-    files = []
-    for p in sorted(directory.rglob("*")):
-        rel = p.relative_to(directory)
-        if any(part.startswith(".") for part in rel.parts):
-            continue  # hidden files and folders (.git, editor swap files)
-        if p.name.startswith("~$"):
-            continue  # Word's lock files next to an open document
-        if p.is_file() and rel.as_posix() != CONTACTS_FILE:
-            files.append(p)
-    return files
+def _scan(directory: Path) -> tuple[list[Path], list[dict[str, str]]]:
+    """The regular files under `directory`, and what was passed over with the reason.
+
+    Links are never followed (a link would make any readable file on the server a "rule"), the
+    walk is a loop rather than recursion (deep folder trees), and an entry that vanishes or cannot
+    be read while the folder is listed is reported instead of ending the run.
+    """
+    files: list[Path] = []
+    passed: list[dict[str, str]] = []
+    folders = [directory]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            passed.append({"source": _shown(directory, Path(folder)),
+                           "reason": f"folder could not be read ({exc.strerror or exc})"})
+            continue
+        for entry in entries:
+            path = Path(entry.path)
+            shown = _shown(directory, path)
+            reason = None
+            try:
+                if entry.is_symlink():
+                    reason = "symbolic link, not followed; copy the file into the folder instead"
+                elif entry.name.startswith("."):
+                    reason = "hidden " + ("folder" if entry.is_dir(follow_symlinks=False) else "file")
+                elif entry.name.startswith("~$"):
+                    reason = "Word's lock file of an open document"
+                elif shown != path.relative_to(directory).as_posix():
+                    reason = "file name is not valid UTF-8; rename the file"
+                elif entry.is_dir(follow_symlinks=False):
+                    folders.append(path)
+                    continue
+                elif not entry.is_file(follow_symlinks=False):
+                    reason = "not a regular file (pipe, socket or device)"
+            except OSError as exc:
+                reason = f"could not be read while listing ({exc.strerror or exc})"
+            if reason is not None:
+                passed.append({"source": shown, "reason": reason})
+            elif shown != CONTACTS_FILE:
+                files.append(path)
+    return sorted(files), sorted(passed, key=lambda s: s["source"])
+
+
+def _shown(directory: Path, path: Path) -> str:
+    """The path relative to `directory` as printable text (undecodable bytes of a name replaced)."""
+    rel = path.relative_to(directory).as_posix()
+    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _sha256(path: Path) -> str:
@@ -128,14 +169,19 @@ def ingest(directory: Path, settings: Settings, progress: Progress | None = None
         max_bytes = int(settings.max_file_mb * 1_000_000)
         present: dict[str, Path] = {}
         hashes: dict[str, str] = {}
-        for path in _scan(directory):
+        found, report.skipped = _scan(directory)
+        for path in found:
             rel = path.relative_to(directory).as_posix()
             if path.suffix.lower() not in SUPPORTED:
                 report.skipped.append({"source": rel, "reason":
                                        f"unsupported file type {path.suffix or '(none)'!r}"})
                 continue
+            try:
+                hashes[rel] = _sha256(path) if path.stat().st_size <= max_bytes else "too-large"
+            except OSError as exc:  # removed or made unreadable since the folder was listed
+                report.skipped.append({"source": rel, "reason": f"could not be read ({exc.strerror or exc})"})
+                continue
             present[rel] = path
-            hashes[rel] = _sha256(path) if path.stat().st_size <= max_bytes else "too-large"
 
         contacts = read_contacts(directory)
         report.removed = sorted(set(prev_docs) - set(present))
@@ -168,6 +214,14 @@ def ingest(directory: Path, settings: Settings, progress: Progress | None = None
     return report
 
 
+def file_limits(settings: Settings) -> Limits:
+    """The per-file limits of `settings` (RULEBOOK_MAX_FILE_MB, RULEBOOK_MAX_CHARS_PER_FILE, …)."""
+    return Limits(max_bytes=int(settings.max_file_mb * 1_000_000),
+                  max_unpacked_bytes=int(settings.max_unpacked_mb * 1_000_000),
+                  max_chars=settings.max_chars_per_file, max_line_chars=settings.max_line_chars,
+                  max_paragraphs=settings.max_paragraphs, seconds=settings.max_seconds_per_file)
+
+
 def _meta(db_path: Path, key: str) -> object:
     import json
     import sqlite3
@@ -194,7 +248,8 @@ def _build(writer: IndexWriter, directory: Path, present: dict[str, Path], to_re
             report.unchanged.append(rel)
         else:
             try:
-                doc = load_file(present[rel], directory, max_bytes)
+                doc = load_file(present[rel], directory, limits=file_limits(settings))
+                report.cut.extend({"source": rel, "reason": note} for note in doc.notes)
                 clauses = parse_clauses(doc)
                 if not clauses:
                     raise UnsupportedFile("no rule text found after cleaning")

@@ -165,7 +165,10 @@ def test_hidden_and_lock_files_are_ignored(rulebook_copy: Path, warm_data_dir: P
     (rulebook_copy / ".git" / "notes.md").write_text("# 不是规则\n内容。\n", "utf-8")
     (rulebook_copy / "~$信息系统故障与应急预案.docx").write_bytes(b"lock")
     report = ingest(rulebook_copy, make_settings(warm_data_dir))
-    assert report.documents == 8 and not report.skipped
+    assert report.documents == 8
+    # Passed over, and said so: nothing a user put in the folder disappears without a word.
+    lock = {"source": "~$信息系统故障与应急预案.docx", "reason": "Word's lock file of an open document"}
+    assert report.skipped == [{"source": ".git", "reason": "hidden folder"}, lock]
 
 
 def test_generations_are_garbage_collected(rulebook_copy: Path, warm_data_dir: Path) -> None:

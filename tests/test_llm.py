@@ -112,7 +112,7 @@ def test_below_the_gate_the_model_is_never_called(sample_index: IndexedCorpus, f
 
 # --- the model declines: a near miss the offline gate lets through becomes a refusal -------------
 
-NEAR_MISS = "办了张健身卡，公司能报销吗？"  # reimbursement is covered; gym cards are not
+NEAR_MISS = "公司每年会组织员工体检吗"  # onboarding and benefits are covered; health checks are not
 
 
 def test_model_declining_is_a_refusal(sample_index: IndexedCorpus, fake: FakeOpenAI) -> None:

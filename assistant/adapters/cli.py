@@ -1,4 +1,4 @@
-"""`rulebook` command line: ingest, ask, eval, serve, slack."""
+"""`rulebook` command line: ingest, ask, eval, learn, serve, slack."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -106,8 +107,10 @@ def ingest(
                         ("embedded", report.embedded)):
         table.add_row(name, str(value))
     out.print(table)
-    for s in report.skipped:
-        out.print(f"[yellow]skipped[/yellow] {s['source']}: {s['reason']}")
+    for s in report.skipped:  # file names and reasons are text, not rich markup
+        out.print(f"[yellow]skipped[/yellow] {escape(s['source'])}: {escape(s['reason'])}")
+    for s in report.cut:
+        out.print(f"[yellow]cut[/yellow] {escape(s['source'])}: {escape(s['reason'])}")
 
 
 @app.command()
@@ -205,6 +208,53 @@ def evaluate(
 
 
 @app.command()
+def learn(
+    pairs: Annotated[list[Path], typer.Argument(
+        help="Case files (.jsonl): each line a question and the clauses that answer it, as in eval/cases/.")],
+    data_dir: DataDir = None,
+    out_file: Annotated[Path | None, typer.Option(
+        "--out", help="Resource to write (default: RULEBOOK_LEARNED_FILE, else DATA_DIR/learned.npz).")] = None,
+    memory: Annotated[bool, typer.Option(
+        "--memory/--no-memory", help="Remember the questions (helps the clauses they are about).")] = True,
+    associations: Annotated[bool, typer.Option(
+        "--associations/--no-associations", help="Learn lay word → rule word associations.")] = True,
+    adapter: Annotated[bool, typer.Option(
+        "--adapter/--no-adapter", help="Learn a map of question vectors towards the clauses that answer them.")] = True,
+    as_json: AsJson = False,
+) -> None:
+    """Learn how people ask from (question, clause) pairs; searches then use what was learned.
+
+    Clauses are looked up in the served index by file name and clause label. A re-ingest keeps the resource.
+
+    Example: rulebook learn corrections.jsonl --data-dir .rulebook
+    """
+    from assistant.learned import learn as run_learn
+
+    settings = _run(lambda: _settings(data_dir))
+    report = _run(lambda: run_learn(pairs, settings, out_file, memory=memory, associations=associations,
+                                    adapter=adapter))
+    if as_json:
+        out.print_json(json.dumps(report.to_dict(), ensure_ascii=False))
+        return
+    table = Table(title=f"Learned {report.out} ({report.bytes / 1024:.0f} KB, {report.seconds:.1f} s)")
+    table.add_column("")
+    table.add_column("count", justify="right")
+    for name, value in (("pairs read", report.pairs), ("pairs learned", report.learned_pairs),
+                        ("pairs left out", len(report.left_out)),
+                        ("questions remembered", report.memory_questions),
+                        ("clauses remembered", report.clauses_remembered),
+                        ("question adapter", "yes" if report.adapter else "no"),
+                        ("lay words", report.lay_words), ("word associations", report.associations)):
+        table.add_row(name, str(value))
+    out.print(table)
+    for p in report.left_out[:10]:
+        keys = "; ".join(f"{s} {c}" for s, c in p["expected"])
+        out.print(f"[yellow]left out[/yellow] {p['question'][:40]}: no clause {keys} in the index")
+    if len(report.left_out) > 10:
+        out.print(f"[yellow]… and {len(report.left_out) - 10} more left out[/yellow]")
+
+
+@app.command()
 def serve(
     data_dir: DataDir = None,
     host: Annotated[str | None, typer.Option(help="Interface to listen on (RULEBOOK_HOST).")] = None,
@@ -219,7 +269,7 @@ def serve(
 
         from assistant.adapters.web import create_app
     except ImportError:
-        err.print("[red]error:[/red] the web server is not installed: pip install -e '.[web]'")
+        err.print("[red]error:[/red] the web server is not installed: " + escape("pip install -e '.[web]'"))
         raise typer.Exit(1) from None
     settings = _run(lambda: load_settings(data_dir=data_dir, host=host, port=port))
     web_app = _run(lambda: create_app(settings))
@@ -229,7 +279,11 @@ def serve(
     shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     out.print(f"rulebook is serving on [bold]http://{shown}:{settings.port}/[/bold]  "
               f"(API docs: http://{shown}:{settings.port}/docs)")
-    uvicorn.run(web_app, host=settings.host, port=settings.port, log_level="warning")
+    # X-Forwarded-For is believed only from the proxies named in RULEBOOK_FORWARDED_ALLOW_IPS: from
+    # anyone else a fresh header per request would be a fresh rate-limit bucket.
+    proxies = [ip.strip() for ip in settings.forwarded_allow_ips.split(",") if ip.strip()]
+    uvicorn.run(web_app, host=settings.host, port=settings.port, log_level="warning",
+                proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)
 
 
 @app.command()
@@ -247,7 +301,7 @@ def slack(data_dir: DataDir = None) -> None:
     try:
         from assistant.adapters.slack import run_socket_mode
     except ImportError:
-        err.print("[red]error:[/red] Slack support is not installed: pip install -e '.[slack]'")
+        err.print("[red]error:[/red] Slack support is not installed: " + escape("pip install -e '.[slack]'"))
         raise typer.Exit(1) from None
     out.print("rulebook is connecting to Slack over Socket Mode (Ctrl+C to stop)")
     _run(lambda: run_socket_mode(settings))

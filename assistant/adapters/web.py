@@ -21,11 +21,11 @@ from typing import Any, Literal
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from assistant.config import Settings
-from assistant.errors import RulebookError
+from assistant.errors import IndexNotBuilt, RulebookError
 from assistant.records import Records
 from assistant.schema import Answer
 
@@ -42,16 +42,28 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
+def _no_surrogates(value: str | None) -> str | None:
+    # A lone surrogate ("\ud800" in JSON) is valid JSON but not text: it cannot be stored or encoded.
+    if value is not None and any("\ud800" <= ch <= "\udfff" for ch in value):
+        raise ValueError("contains an invalid character (a lone UTF-16 surrogate)")
+    return value
+
+
 class AskRequest(BaseModel):
     question: str = Field(description="The question, in Chinese or English.", examples=["客户咨询多久内要答复？"])
     conversation_id: str | None = Field(
-        None, max_length=100, description="Keep follow-up questions in one conversation.")
+        None, max_length=100, description="Keep follow-up questions in one conversation: send back the id "
+        "an earlier answer returned. Ids are scoped to the caller (API key, else address) that made them.")
+
+    _text = field_validator("question", "conversation_id")(_no_surrogates)
 
 
 class FeedbackRequest(BaseModel):
     answer_id: str = Field(max_length=100)
     rating: Literal["up", "down"]
     comment: str | None = Field(None, max_length=2000)
+
+    _text = field_validator("answer_id", "comment")(_no_surrogates)
 
 
 class RateLimiter:
@@ -76,6 +88,66 @@ class RateLimiter:
                 return 0.0
             self._buckets[client] = (tokens, now)
             return (1.0 - tokens) / rate
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413 before they are read into memory: by the
+    declared Content-Length at once, and by counting for chunked bodies that declare none."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.limit:
+            await self._refuse(send)
+            return
+        seen = 0
+        refused = False
+
+        async def counted() -> dict:
+            nonlocal seen, refused
+            message = await receive()
+            if message["type"] == "http.request" and not refused:
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    # Answer now and tell the app the client went away: it stops reading.
+                    refused = True
+                    await self._refuse(send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: dict) -> None:
+            if not refused:
+                await send(message)
+
+        try:
+            await self.app(scope, counted, guarded_send)
+        except Exception:
+            if not refused:
+                raise
+
+    async def _refuse(self, send: Any) -> None:
+        response = _error(413, "body_too_large", f"The request body is larger than {self.limit // 1024} KB.",
+                          {"Connection": "close"})
+        await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
+        await send({"type": "http.response.body", "body": response.body})
+
+
+# The chat page needs its own inline script and style, and nothing from elsewhere.
+PAGE_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+
+
+def _caller_scope(client: str) -> str:
+    """A short, stable, non-reversible name of a caller, for scoping its conversations."""
+    import hashlib
+
+    return hashlib.sha256(client.encode("utf-8", "replace")).hexdigest()[:16]
 
 
 def _sse(event: str, data: Any) -> str:
@@ -129,9 +201,14 @@ def create_app(settings: Settings, assistant: Any = None, records: Records | Non
             header = request.headers.get("authorization", "")
             token = header[7:].strip() if header.lower().startswith("bearer ") else ""
             if token not in keys:
+                # Failed attempts spend the address's own bucket, so keys cannot be guessed at full speed.
+                wait = limiter.check(f"auth-failure:{client}")
+                if wait > 0:
+                    raise ApiError(429, "rate_limited", f"Too many failed attempts; retry in {math.ceil(wait)} s.",
+                                   {"Retry-After": str(math.ceil(wait))})
                 raise ApiError(401, "unauthorized", "Missing or invalid API key: send `Authorization: Bearer KEY`.",
                                {"WWW-Authenticate": "Bearer"})
-            client = f"key:{token[:8]}"
+            client = f"key:{_caller_scope(token)}"  # the whole key: keys sharing a prefix are different callers
         wait = limiter.check(client)
         if wait > 0:
             raise ApiError(429, "rate_limited", f"Too many requests; retry in {math.ceil(wait)} s.",
@@ -147,30 +224,44 @@ def create_app(settings: Settings, assistant: Any = None, records: Records | Non
                            f"The question has {len(q)} characters; the limit is {settings.max_question_chars}.")
         return q
 
-    def answer(body: AskRequest) -> tuple[Answer, str, str]:
+    def conversation(body: AskRequest, client: str) -> tuple[str, str]:
+        """(the id the caller sees, the id records keep): a new random id unless the caller sends one
+        back; kept under the web channel and the caller, so no other channel's or caller's
+        conversation can be joined by naming its id."""
+        public = body.conversation_id or uuid.uuid4().hex
+        return public, f"web:{_caller_scope(client)}:{public}"
+
+    def answer(body: AskRequest, client: str) -> tuple[Answer, str, str]:
         question = clean_question(body)
-        conversation_id = body.conversation_id or uuid.uuid4().hex
+        public, conversation_id = conversation(body, client)
         history = records.history(conversation_id)
         try:
             ans = assistant.answer(question, history)
         except RulebookError as exc:
-            raise ApiError(503, "not_ready", str(exc)) from exc
+            raise ApiError(503, "not_ready", not_ready(exc)) from exc
         answer_id = records.add_answer(ans, channel="web", conversation_id=conversation_id)
-        return ans, answer_id, conversation_id
+        return ans, answer_id, public
+
+    def not_ready(exc: Exception) -> str:
+        # The full message names the data folder: for the log and the operator, not for callers.
+        log.error("not ready: %s", exc)
+        if isinstance(exc, IndexNotBuilt):
+            return "No rulebook index has been built yet; the operator needs to run `rulebook ingest`."
+        return "The rulebook index cannot be used right now; the cause has been logged for the operator."
 
     @app.post("/v1/ask", summary="Answer a question with cited clauses")
-    def ask(body: AskRequest, _client: str = Depends(guard)) -> dict[str, Any]:
-        ans, answer_id, conversation_id = answer(body)
+    def ask(body: AskRequest, client: str = Depends(guard)) -> dict[str, Any]:
+        ans, answer_id, conversation_id = answer(body, client)
         return {**ans.to_dict(), "answer_id": answer_id, "conversation_id": conversation_id}
 
     @app.post("/v1/ask/stream", summary="The same answer as Server-Sent Events",
               response_class=StreamingResponse)
-    def ask_stream(body: AskRequest, _client: str = Depends(guard)) -> StreamingResponse:
+    def ask_stream(body: AskRequest, client: str = Depends(guard)) -> StreamingResponse:
         clean_question(body)  # reject bad input with a plain 4xx before the stream starts
+        public, conversation_id = conversation(body, client)
 
         def events() -> Iterator[str]:
             question = body.question.strip()
-            conversation_id = body.conversation_id or uuid.uuid4().hex
             try:
                 for kind, value in assistant.answer_stream(question, records.history(conversation_id)):
                     if kind == "retrieval":
@@ -184,9 +275,9 @@ def create_app(settings: Settings, assistant: Any = None, records: Records | Non
                         answer_id = records.add_answer(ans, channel="web", conversation_id=conversation_id)
                         d = ans.to_dict()
                         yield _sse("citations", {"citations": d["citations"]})  # verified
-                        yield _sse("done", {**d, "answer_id": answer_id, "conversation_id": conversation_id})
+                        yield _sse("done", {**d, "answer_id": answer_id, "conversation_id": public})
             except RulebookError as exc:
-                yield _sse("error", {"code": "not_ready", "message": str(exc)})
+                yield _sse("error", {"code": "not_ready", "message": not_ready(exc)})
             except Exception:
                 log.exception("unexpected error while streaming")
                 yield _sse("error", {"code": "internal_error", "message": "Something went wrong on our side."})
@@ -199,7 +290,7 @@ def create_app(settings: Settings, assistant: Any = None, records: Records | Non
         try:
             found = assistant.clause(clause_id)
         except RulebookError as exc:
-            raise ApiError(503, "not_ready", str(exc)) from exc
+            raise ApiError(503, "not_ready", not_ready(exc)) from exc
         if found is None:
             raise ApiError(404, "unknown_clause", f"No clause with id {clause_id!r} in the current index.")
         c, prev, nxt = found
@@ -215,6 +306,9 @@ def create_app(settings: Settings, assistant: Any = None, records: Records | Non
     def feedback(body: FeedbackRequest, _client: str = Depends(guard)) -> dict[str, Any]:
         if not records.answer_exists(body.answer_id):
             raise ApiError(404, "unknown_answer", f"No answer with id {body.answer_id!r}.")
+        # An answer was given to one caller: one vote on it from the web, not one per request.
+        if any(f.channel == "web" for f in records.feedback(body.answer_id)):
+            raise ApiError(409, "already_rated", "This answer already has feedback.")
         records.add_feedback(body.answer_id, body.rating, body.comment, channel="web")
         return {"ok": True}
 
@@ -225,6 +319,9 @@ def create_app(settings: Settings, assistant: Any = None, records: Records | Non
     @app.get("/readyz", summary="The index is loaded")
     def readyz() -> JSONResponse:
         ok, detail = assistant.ready()
+        if not ok:
+            log.error("not ready: %s", detail)
+            detail = "no usable rulebook index yet: run `rulebook ingest DIR` (details in the server log)"
         return JSONResponse({"status": "ready" if ok else "not_ready", "detail": detail},
                             status_code=200 if ok else 503)
 
@@ -239,7 +336,19 @@ def create_app(settings: Settings, assistant: Any = None, records: Records | Non
 
         @app.post("/slack/events", include_in_schema=False)
         async def slack_events(request: Request):  # type: ignore[no-untyped-def]
-            return await slack_handler.handle(request)
+            # Bolt's verification expects a numeric timestamp and a parseable body; anything else
+            # is a malformed request (4xx), never a server error.
+            if not request.headers.get("x-slack-request-timestamp", "").strip().isdigit():
+                return _error(401, "invalid_signature", "Missing or malformed X-Slack-Request-Timestamp.")
+            try:
+                response = await slack_handler.handle(request)
+            except Exception:
+                log.warning("unparseable Slack request", exc_info=True)
+                return _error(400, "malformed_request", "The Slack request body could not be parsed.")
+            if response.status_code >= 500:
+                log.warning("Slack request answered %d; treating it as malformed", response.status_code)
+                return _error(400, "malformed_request", "The Slack request body could not be parsed.")
+            return response
 
     page = resources.files("assistant.adapters").joinpath("static/index.html").read_text(encoding="utf-8")
     examples = json.dumps(EXAMPLES, ensure_ascii=False)
@@ -247,8 +356,17 @@ def create_app(settings: Settings, assistant: Any = None, records: Records | Non
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> HTMLResponse:
         return HTMLResponse(page.replace("__EXAMPLES__", examples).replace(
-            "__AUTH__", "true" if keys else "false"))
+            "__AUTH__", "true" if keys else "false"), headers={"Content-Security-Policy": PAGE_CSP})
 
+    @app.middleware("http")
+    async def _headers(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        return response
+
+    app.add_middleware(BodyLimit, limit=settings.max_body_kb * 1024)
     return app
 
 
