@@ -11,6 +11,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,8 +43,9 @@ log = logging.getLogger(__name__)
 # clause of another document, asked alone, to count as a new topic rather than a follow-up.
 TOPIC_SWITCH_SEMANTIC = 0.55
 
-# How long a replaced index generation stays open after a switch: a request that picked it up
-# just before the switch finishes its vector query in milliseconds, so this is a wide margin.
+# How long a replaced index generation stays open after a switch when no request is searching it.
+# Searches hold their generation (`Assistant._searching`), so this margin only covers callers that
+# picked a generation up without holding it (readiness, clause lookups read memory, not vectors).
 RETIRE_AFTER_SECONDS = 10.0
 
 
@@ -75,6 +77,8 @@ class _Loaded:
     unlisted: UnlistedKinds
     navigation: frozenset[str]  # ids of clauses that state no rule (titles, dates, approval lines)
     home: dict[str, str]  # index word → the one document that uses it ("" when several do)
+    searching: int = 0  # searches in progress on this generation (guarded by Assistant._lock)
+    closed: bool = False  # its vector store is (being) closed (guarded by Assistant._lock)
 
 
 class Assistant:
@@ -109,11 +113,15 @@ class Assistant:
             self._close_retired()
         if loaded is not None and (name is None or name == loaded.generation):
             return loaded
+        loaded = self._load()
+        self._close_retired()  # the generation just replaced may have made an older one closable
+        return loaded
+
+    def _load(self) -> _Loaded:
+        """Load the generation `CURRENT` names, unless another thread just did."""
         with self._lock:
             if self._loaded is not None and self._loaded.generation == self.layout.current():
                 return self._loaded
-            if self._loaded is not None:
-                self._retired.append((time.monotonic(), self._loaded))
             snapshot = IndexSnapshot(self.layout, self.settings.chroma_url, self.embedder_name)
             searcher = HybridSearcher(snapshot, self.embedder, self.tokenizer, self.synonyms)
             extractive = ExtractiveComposer(self.tokenizer, self.prompts, searcher.idf,
@@ -125,17 +133,42 @@ class Assistant:
             for clause, words in zip(snapshot.clauses, searcher.clause_token_sets, strict=True):
                 for w in words:
                     home[w] = clause.source if home.get(w, clause.source) == clause.source else ""
+            if self._loaded is not None:  # replaced only once the new one loaded
+                self._retired.append((time.monotonic(), self._loaded))
             self._loaded = _Loaded(snapshot.generation, snapshot, searcher, extractive, unlisted, navigation,
                                    home)
             log.info("serving index %s (%d clauses)", snapshot.generation, len(snapshot.clauses))
             return self._loaded
 
+    @contextmanager
+    def _searching(self) -> Iterator[_Loaded]:
+        """The current generation, held open while the caller searches it."""
+        while True:
+            loaded = self._current()
+            with self._lock:
+                if loaded.closed:
+                    continue  # replaced and closed between the two lines above: take the new one
+                loaded.searching += 1
+                break
+        try:
+            yield loaded
+        finally:
+            with self._lock:
+                loaded.searching -= 1
+
     def _close_retired(self, grace: float = RETIRE_AFTER_SECONDS) -> None:
-        """Close the generations replaced more than `grace` seconds ago (all of them with 0)."""
+        """Close the replaced generations that nobody is searching: at once when a newer one has
+        been replaced too (a burst of ingests must not keep a dozen indexes open), else once
+        `grace` seconds have passed (all of them with 0)."""
         now = time.monotonic()
         with self._lock:
-            done = [loaded for since, loaded in self._retired if now - since >= grace]
-            self._retired = [(since, loaded) for since, loaded in self._retired if now - since < grace]
+            newest = self._retired[-1][1] if self._retired else None
+            done = [loaded for since, loaded in self._retired
+                    if not loaded.searching and (now - since >= grace or loaded is not newest)]
+            self._retired = [(since, loaded) for since, loaded in self._retired
+                             if not any(loaded is d for d in done)]
+            for loaded in done:
+                loaded.closed = True
         for loaded in done:
             loaded.snapshot.close()
             log.info("closed index %s", loaded.generation)
@@ -182,10 +215,12 @@ class Assistant:
         """Answer one question; `history` holds the earlier turns of the conversation."""
         return self.chain(history).invoke(question)
 
-    def standalone(self, question: str, history: Sequence[Turn]) -> str:
+    def standalone(self, question: str, history: Sequence[Turn], loaded: _Loaded | None = None) -> str:
         """The question to search. A complete question is searched as asked, whatever came before;
         an elliptical follow-up is rewritten by the LLM when one is configured, else by rule."""
-        loaded = self._current()
+        if loaded is None:
+            with self._searching() as held:
+                return self.standalone(question, history, held)
         if decide(question, history, cleared=lambda text: self._cleared(loaded, text),
                   topic=lambda text: self._topic(loaded, text), known=loaded.searcher._known,
                   home=lambda word: loaded.home.get(word) or None) is FollowUp.COMPLETE:
@@ -218,9 +253,9 @@ class Assistant:
 
     def _retrieve(self, question: str, history: Sequence[Turn]) -> dict:
         t0 = time.perf_counter()
-        loaded = self._current()
-        standalone = self.standalone(question, history)
-        result = loaded.searcher.search(standalone, max(self.settings.top_k, 10))
+        with self._searching() as loaded:
+            standalone = self.standalone(question, history, loaded)
+            result = loaded.searcher.search(standalone, max(self.settings.top_k, 10))
         return {"question": question, "standalone": standalone, "result": result,
                 "loaded": loaded, "t0": t0, "t_retrieved": time.perf_counter()}
 
