@@ -186,11 +186,14 @@ class ExtractiveComposer:
     name = "extractive"
 
     def __init__(self, tokenizer: Tokenizer, prompts: Prompts, idf: dict[str, float] | None = None,
-                 max_citations: int = 3) -> None:
+                 max_citations: int = 3, shared_titles: frozenset[str] = frozenset()) -> None:
         self.tokenizer = tokenizer
         self.prompts = prompts
         self.idf = idf or {}
         self.max_citations = max_citations
+        # Titles that more than one file of the index carries: a citation of one of them names its
+        # file too, so that a file copying another's title cannot pass for it.
+        self.shared_titles = shared_titles
 
     def choose(self, hits: tuple[Hit, ...]) -> list[Hit]:
         chosen = [hits[0]]
@@ -259,7 +262,10 @@ class ExtractiveComposer:
                                       source=c.source, clause=c.label, path=c.path, quote=q))
             template = self.prompts.lang("answer_extractive" if n == 1 else "answer_also",
                                          evidence.chinese)
-            parts.append(self.prompts.render(template, document=c.document, clause=c.label,
+            label = c.label
+            if c.document in self.shared_titles:
+                label = f"（{c.source}）{label}" if evidence.chinese else f"({c.source}) {label}"
+            parts.append(self.prompts.render(template, document=c.document, clause=label,
                                              quote=_one_line(q), n=n))
         return Draft(text="\n".join(parts), citations=tuple(citations), composer=self.name)
 

@@ -124,8 +124,12 @@ class Assistant:
                 return self._loaded
             snapshot = IndexSnapshot(self.layout, self.settings.chroma_url, self.embedder_name)
             searcher = HybridSearcher(snapshot, self.embedder, self.tokenizer, self.synonyms)
+            sources_of: dict[str, set[str]] = {}
+            for c in snapshot.clauses:
+                sources_of.setdefault(c.document, set()).add(c.source)
             extractive = ExtractiveComposer(self.tokenizer, self.prompts, searcher.idf,
-                                            self.settings.max_citations)
+                                            self.settings.max_citations,
+                                            frozenset(t for t, s in sources_of.items() if len(s) > 1))
             unlisted = UnlistedKinds((w for toks in searcher.clause_token_sets for w in toks),
                                      searcher.corpus_norm)
             navigation = frozenset(c.clause_id for c in snapshot.clauses if states_no_rule(c))

@@ -545,6 +545,11 @@ def test_document_text_cannot_make_citation_buttons_and_sources_show_the_file(tm
         status, d = server.ask("每月几号前要确认上月考勤？")
         assert status == 200 and d["grounded"], d
         assert "[1]" in d["citations"][0]["quote"] and d["citations"][0]["quote"] in d["answer"]
+        # Two files carry the title 考勤制度: the answer text and the Slack message name the file.
+        assert "《考勤制度》（考勤.md）第一条" in d["answer"], d["answer"]
+        from assistant.adapters.slack_blocks import answer_blocks
+
+        assert "(考勤.md)" in json.dumps(answer_blocks(d, "a1"), ensure_ascii=False)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
             page = browser.new_page(locale="zh-CN")

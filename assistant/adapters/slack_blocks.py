@@ -38,7 +38,7 @@ def quote_block(text: str) -> str:
 
 
 def answer_blocks(answer: dict[str, Any], answer_id: str, *, share: bool = False) -> list[dict[str, Any]]:
-    """The answer (the answer JSON); each citation as `document › path › clause` with its quote and
+    """The answer (the answer JSON); each citation as `document › path › clause (file)` with its quote and
     a full-clause button; feedback buttons; optionally a share-in-channel button."""
     blocks: list[dict[str, Any]] = []
     if not answer["grounded"]:
@@ -46,7 +46,8 @@ def answer_blocks(answer: dict[str, Any], answer_id: str, *, share: bool = False
     else:
         blocks.append(_section(escape(answer["answer"])))
         for c in answer["citations"]:
-            heading = f"*[{c['n']}]* " + escape(" › ".join((c["document"], *c["path"])))
+            heading = (f"*[{c['n']}]* " + escape(" › ".join((c["document"], *c["path"])))
+                       + f"  ({escape(c['source'])})")  # the file: two files may share a title
             blocks.append({
                 "type": "section",
                 "text": {"type": "mrkdwn", "text": _clip(f"{heading}\n{quote_block(c['quote'])}")},
