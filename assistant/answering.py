@@ -58,6 +58,51 @@ _BOUND = re.compile(rf"(不超过|超过|不满|不足|少于|低于|高于|多�
                     r"(以内|以下|以上|及以上|及以下)?")
 
 
+# What kind of fact a question asks for, and how a clause states one. A question that asks
+# "how long" (多久, 几天) is not answered by a clause that names no duration, however close it is in
+# topic: 离职要提前多久 against a conduct clause, 年终奖几月份发 against a clause on bonus coefficients.
+# The patterns are the language's question words and units, not any rulebook's vocabulary.
+_NUMERAL = r"(?:[0-9０-９]+(?:\.[0-9]+)?|[一二两三四五六七八九十百千万半]+)"
+# 几 asks only when no numeral or demonstrative precedes it: 二十几号 and 那几个小时 state amounts.
+_WHICH = r"(?<![那这好十百千万一二三四五六七八九两零0-9])几"
+ANSWER_KINDS: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
+    "duration": (
+        re.compile(_WHICH + r"(?:天|个月|年|周|个?小时|个?工作日)|多久|多长时间|多少天|"
+                   r"how long|how many (?:days|weeks|months|years|hours)", re.IGNORECASE),
+        re.compile(_NUMERAL + r"\s*个?(?:天|日|周|星期|月|年|小时|分钟|秒|工作日)|当[天日]|次日|即时|立即|"
+                   r"\d+\s*(?:seconds?|minutes?|hours?|days?|weeks?|months?|years?)|immediately",
+                   re.IGNORECASE),
+    ),
+    "date": (
+        re.compile(_WHICH + r"(?:月份?|号|点)|哪一?天|什么时[候间]|何时|^\s*when\b|"
+                   r"\bwhen (?:is|are|do|does|did|will|should|can|must|would)\b|what time|which (?:day|month)",
+                   re.IGNORECASE),
+        re.compile(_NUMERAL + r"\s*个?(?:月|日|号|点|时|天|周|工作日)|\d:\d|每[年月周日天]|[月年季]底|[月年]初|"
+                   r"当[天日]|次[日月年]|\b(?:january|february|march|april|may|june|july|august|september|"
+                   r"october|november|december|monday|tuesday|wednesday|thursday|friday|month|year|quarter)\b",
+                   re.IGNORECASE),
+    ),
+    "amount": (
+        re.compile(_WHICH + r"个点|多少钱|多少元|多少块|[报扣补发涨]多少|多少个点|多少比例|什么比例|百分之几|how much",
+                   re.IGNORECASE),
+        # An amount is also stated as a multiple of pay (一个月工资), a way to compute it, or as free.
+        re.compile(_NUMERAL + r"\s*(?:元|块|%|％|倍|个点|个百分点|级)|百分之|工资|薪|报酬|不收[取费]|免费|无偿|"
+                   r"RMB|CNY|¥|\$|yuan|salary|wage|pay|free", re.IGNORECASE),
+    ),
+    "count": (
+        re.compile(_WHICH + r"次|多少次|how many times", re.IGNORECASE),
+        re.compile(_NUMERAL + r"\s*次|\btimes\b", re.IGNORECASE),
+    ),
+}
+
+
+def missing_kinds(question: str, texts: Sequence[str]) -> list[str]:
+    """The kinds of fact the question asks for (a duration, a date, an amount, a count) that none
+    of `texts` states."""
+    return [kind for kind, (asks, states) in ANSWER_KINDS.items()
+            if asks.search(question) and not any(states.search(t) for t in texts)]
+
+
 def _number(text: str) -> float | None:
     """An Arabic number, or a small Chinese one (三, 十二, 二十)."""
     if text[0].isdigit():

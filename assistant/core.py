@@ -25,6 +25,7 @@ from assistant.answering import (
     EvidenceGate,
     ExtractiveComposer,
     hide_token,
+    missing_kinds,
     verify_citations,
 )
 from assistant.config import Settings
@@ -32,6 +33,7 @@ from assistant.errors import ComposerError
 from assistant.followup import FollowUp, decide, with_context
 from assistant.nearmiss import UnlistedKinds, states_no_rule
 from assistant.prompts import Prompts, load_prompts
+from assistant.learned import LearnError, learned_for, resource_path
 from assistant.retrieval import HybridSearcher, QueryPlan, default_synonym_files, load_synonyms
 from assistant.schema import Answer, Clause, Turn
 from assistant.store import IndexSnapshot, Layout
@@ -79,6 +81,7 @@ class _Loaded:
     home: dict[str, str]  # index word → the one document that uses it ("" when several do)
     searching: int = 0  # searches in progress on this generation (guarded by Assistant._lock)
     closed: bool = False  # its vector store is (being) closed (guarded by Assistant._lock)
+    learned_stamp: int | None = None  # modification time of the learned resource it uses
 
 
 class Assistant:
@@ -93,7 +96,9 @@ class Assistant:
         self.embedder_name = embedder_name(settings.embedding)
         self.tokenizer = tokenizer
         self.prompts = prompts
-        self.synonyms = load_synonyms(default_synonym_files(settings.synonyms_file))
+        self.synonyms = load_synonyms(default_synonym_files(settings.synonyms_file, settings.bundled_synonyms))
+        # What `rulebook learn` wrote; a newer file is picked up on the next question.
+        self._learned_path = resource_path(settings.data_dir, settings.learned_file) if settings.learned else None
         self.gate = EvidenceGate(settings.gate_threshold if settings.gate_threshold is not None
                                  else DEFAULT_GATE_THRESHOLD)
         self.composer = composer  # None → the extractive composer of the loaded index
@@ -111,7 +116,8 @@ class Assistant:
         name = self.layout.current()
         if self._retired:
             self._close_retired()
-        if loaded is not None and (name is None or name == loaded.generation):
+        if (loaded is not None and (name is None or name == loaded.generation)
+                and loaded.learned_stamp == self._learned_stamp()):
             return loaded
         loaded = self._load()
         self._close_retired()  # the generation just replaced may have made an older one closable
@@ -120,10 +126,18 @@ class Assistant:
     def _load(self) -> _Loaded:
         """Load the generation `CURRENT` names, unless another thread just did."""
         with self._lock:
-            if self._loaded is not None and self._loaded.generation == self.layout.current():
+            stamp = self._learned_stamp()
+            if (self._loaded is not None and self._loaded.generation == self.layout.current()
+                    and self._loaded.learned_stamp == stamp):
                 return self._loaded
             snapshot = IndexSnapshot(self.layout, self.settings.chroma_url, self.embedder_name)
-            searcher = HybridSearcher(snapshot, self.embedder, self.tokenizer, self.synonyms)
+            learned = None
+            if stamp is not None:
+                try:
+                    learned = learned_for(self.settings, self.embedder_name)
+                except LearnError as exc:  # a damaged file must not take the index down with it
+                    log.error("%s; searching without it", exc)
+            searcher = HybridSearcher(snapshot, self.embedder, self.tokenizer, self.synonyms, learned)
             sources_of: dict[str, set[str]] = {}
             for c in snapshot.clauses:
                 sources_of.setdefault(c.document, set()).add(c.source)
@@ -140,9 +154,18 @@ class Assistant:
             if self._loaded is not None:  # replaced only once the new one loaded
                 self._retired.append((time.monotonic(), self._loaded))
             self._loaded = _Loaded(snapshot.generation, snapshot, searcher, extractive, unlisted, navigation,
-                                   home)
+                                   home, learned_stamp=stamp)
             log.info("serving index %s (%d clauses)", snapshot.generation, len(snapshot.clauses))
             return self._loaded
+
+    def _learned_stamp(self) -> int | None:
+        """The learned resource's modification time, None when there is none (or it is off)."""
+        if self._learned_path is None:
+            return None
+        try:
+            return self._learned_path.stat().st_mtime_ns
+        except OSError:
+            return None
 
     @contextmanager
     def _searching(self) -> Iterator[_Loaded]:
@@ -281,9 +304,17 @@ class Assistant:
             # a near miss, however close the category's clauses score.
             log.info("near miss: the rulebook does not name %s", "、".join(state["unlisted"]))
             state["confidence"] = min(state["confidence"], self.gate.threshold / 2)
+        extractive: ExtractiveComposer = state["loaded"].extractive
+        if state["confidence"] >= self.gate.threshold and hits:
+            # The question asks for a kind of fact (多久, 几月份, 多少钱) that no clause it would
+            # cite states: a near miss on the topic, not an answer.
+            # (The question as asked: an elliptical one's rewrite carries the previous question's.)
+            state["missing"] = missing_kinds(state["question"], [h.clause.text for h in extractive.choose(hits)])
+            if state["missing"]:
+                log.info("near miss: the clauses found state no %s", ", ".join(state["missing"]))
+                state["confidence"] = min(state["confidence"], self.gate.threshold / 2)
         if state["confidence"] < self.gate.threshold:
             return None  # below the gate no composer runs, LLM or not
-        extractive: ExtractiveComposer = state["loaded"].extractive
         return Evidence(question=state["standalone"], plan=result.plan, hits=hits,
                         chinese=state["chinese"], quote=extractive.quote)
 

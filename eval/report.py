@@ -28,7 +28,7 @@ STARD_TITLE = "STARD (real questions)"
 
 def stard_section(saved: dict[str, Any]) -> list[str]:
     """The STARD section from `stard-results.json` ({"full": run, "slice": run}, either may be absent)."""
-    full, part = saved.get("full"), saved.get("slice")
+    full, part, learned = saved.get("full"), saved.get("slice"), saved.get("full+learned")
     if not full and not part:
         return []
     lines = ["", f"## {STARD_TITLE}", "",
@@ -40,13 +40,18 @@ def stard_section(saved: dict[str, Any]) -> list[str]:
              "machine's load (shown below); the retrieval figures do not.", "",
              "| run | cases | hit@1 | hit@5 | hit@10 | MRR@10 | recall@5 | p50 ms | p95 ms | bare query embed p50 ms |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for label, r in (("", full), ("slice ", part)):
+    for label, r in (("", full), ("learned ", learned), ("slice ", part)):
         for split, m in (r or {}).get("splits", {}).items():
             lines.append(f"| {label}{split} | " + " | ".join(fmt(m.get(k)) for k in (
                 "cases", "hit@1", "hit@5", "hit@10", "mrr@10", "recall@5", "latency_p50_ms", "latency_p95_ms",
                 "query_embed_p50_ms")) + " |")
     lines.append("")
-    for label, r in (("Full", full), ("Slice", part)):
+    if learned:
+        lines += ["*learned*: the same index after `rulebook learn` on the 984 dev questions and their gold "
+                  "articles (question memory, query adapter, word associations; `assistant/learned.py`). "
+                  "Each part cross-validated on dev, with and without the bundled dictionary: "
+                  "`python -m eval.benchmarks.learned_cv` and `eval/TUNING.md`.", ""]
+    for label, r in (("Full", full), ("Learned", learned), ("Slice", part)):
         if not r:
             continue
         ix = r["index"]

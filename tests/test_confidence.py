@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.answering import asked_amounts, covers
+from assistant.answering import asked_amounts, covers, missing_kinds
 from assistant.followup import FollowUp, classify, standalone_question
 from assistant.nearmiss import UnlistedKinds, states_no_rule
 from assistant.schema import Clause, Turn
@@ -104,6 +104,37 @@ def test_near_misses_are_refused_and_name_the_owner(sample_index: IndexedCorpus,
     answer = sample_index.assistant.answer(question)
     assert not answer.grounded, answer.answer
     assert owner in answer.answer
+
+
+@pytest.mark.parametrize(("question", "text", "missing"), [
+    ("离职要提前多久说？", "员工离职应当办理工作交接。", ["duration"]),
+    ("离职要提前多久说？", "员工离职应当提前30日书面通知。", []),
+    ("年终奖几月份发？", "年终奖按考核等级系数计算。", ["date"]),
+    ("年终奖几月份发？", "年终奖于次年1月发放。", []),
+    ("仲裁要交多少钱？", "劳动争议仲裁不收费。", []),
+    ("补偿能拿多少钱？", "每满一年支付一个月工资的经济补偿。", []),
+    ("应急演练一年几次？", "应急演练由信息技术部组织。", ["count"]),
+    ("When is the bonus paid?", "The bonus depends on the rating.", ["date"]),
+    # 几 after a numeral or a demonstrative states an amount; "when" inside a sentence is a conjunction
+    ("工资拖到二十几号才发，可以吗？", "工资应当按月支付。", []),
+    ("下班后加的那几个小时怎么算？", "延长工作时间的，支付加班工资。", []),
+    ("What's the budget when I take clients out?", "Client dinners are capped per person.", []),
+])
+def test_a_question_asking_for_a_kind_of_fact_the_clause_does_not_state(question: str, text: str,
+                                                                        missing: list[str]) -> None:
+    assert missing_kinds(question, [text]) == missing
+
+
+@pytest.mark.parametrize("question", ["年终奖一般是几月份发到卡上的？", "打算跑路了，离职要提前多久跟leader和HR说？",
+                                      "When is the year-end bonus actually paid"])
+def test_near_misses_on_the_kind_of_fact_are_refused(sample_index: IndexedCorpus, question: str) -> None:
+    answer = sample_index.assistant.answer(question)
+    assert not answer.grounded, answer.answer
+
+
+def test_a_question_whose_clause_states_the_fact_is_answered(sample_index: IndexedCorpus) -> None:
+    answer = sample_index.assistant.answer("客户打热线进来，电话响多久之内必须接起来？")
+    assert answer.grounded and "秒" in answer.answer, answer.answer
 
 
 def test_a_refusal_far_from_every_topic_names_the_default_contact(sample_index: IndexedCorpus) -> None:

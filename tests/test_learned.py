@@ -235,3 +235,27 @@ def test_bundled_dictionary_can_be_turned_off(tmp_path: Path) -> None:
     extra = tmp_path / "ours.txt"
     assert default_synonym_files(extra, bundled=False) == [extra]
     assert make_settings(tmp_path, bundled_synonyms=False).bundled_synonyms is False
+
+
+def test_the_assistant_uses_what_was_learned_without_a_restart(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / SOURCE).write_text(HANDBOOK, encoding="utf-8")
+    settings = make_settings(tmp_path / "data", bundled_synonyms=False)
+    ingest(rules, settings)
+    assistant = build_assistant(settings)
+
+    def first(a) -> str:  # type: ignore[no-untyped-def]
+        return [h.clause.label for h in a._retrieve(NEW_FATHER, ())["result"].hits][0]
+
+    assert first(assistant) != "第四条"  # the question's words are not the rule's
+    pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS)
+    result = CliRunner().invoke(app, ["learn", str(pairs), "--data-dir", str(settings.data_dir)])
+    assert result.exit_code == 0, result.output
+    # The running assistant picks the new resource up on its next question, same index generation.
+    assert first(assistant) == "第四条"
+    assert first(build_assistant(settings.model_copy(update={"learned": False}))) != "第四条"
+    # A damaged resource is logged and left out; answering goes on.
+    (Path(settings.data_dir) / "learned.npz").write_bytes(b"damaged")
+    assert first(assistant) != "第四条"
+    assistant.close()

@@ -236,7 +236,7 @@ def learn(
     if as_json:
         out.print_json(json.dumps(report.to_dict(), ensure_ascii=False))
         return
-    table = Table(title=f"Learned {report.out} ({report.bytes / 1024:.0f} KB, {report.seconds:.1f} s)")
+    table = Table(title=f"Learned ({report.bytes / 1024:.0f} KB, {report.seconds:.1f} s)")
     table.add_column("")
     table.add_column("count", justify="right")
     for name, value in (("pairs read", report.pairs), ("pairs learned", report.learned_pairs),
@@ -247,6 +247,7 @@ def learn(
                         ("lay words", report.lay_words), ("word associations", report.associations)):
         table.add_row(name, str(value))
     out.print(table)
+    out.print(f"wrote {report.out}")
     for p in report.left_out[:10]:
         keys = "; ".join(f"{s} {c}" for s, c in p["expected"])
         out.print(f"[yellow]left out[/yellow] {p['question'][:40]}: no clause {keys} in the index")

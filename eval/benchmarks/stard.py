@@ -196,8 +196,10 @@ def run(bench: Path, data_dir: Path, splits: list[str], limit: int | None = None
 
     assistant = build_assistant(load_settings(data_dir=data_dir))
     assistant.answer("预热")  # load the model and the index outside the timings
+    learned = assistant._current().searcher.learned is not None  # `rulebook learn` was run on this index
     out: dict[str, Any] = {
-        "slice": use_slice, "date": time.strftime("%Y-%m-%d"), "code": code_version(), "index": index,
+        "slice": use_slice, "learned": learned, "date": time.strftime("%Y-%m-%d"), "code": code_version(),
+        "index": index,
         "splits": {s: evaluate(assistant, load_split(bench, s, ids, limit), f"{s}.jsonl", timings)
                    for s in splits},
     }
@@ -240,12 +242,13 @@ def print_result(r: dict[str, Any]) -> None:
 
 
 def save_result(r: dict[str, Any], path: Path) -> dict[str, Any]:
-    """Keep the full run and the slice side by side: a run replaces only its own entry."""
+    """Keep the full run, the slice and runs with a learned resource side by side: a run replaces
+    only its own entry."""
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         saved = {}
-    saved["slice" if r["slice"] else "full"] = r
+    saved[("slice" if r["slice"] else "full") + ("+learned" if r.get("learned") else "")] = r
     path.write_text(json.dumps(saved, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     return saved
 
