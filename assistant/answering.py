@@ -312,6 +312,10 @@ class ExtractiveComposer:
                 label = f"（{c.source}）{label}" if evidence.chinese else f"({c.source}) {label}"
             parts.append(self.prompts.render(template, document=c.document, clause=label,
                                              quote=_one_line(q), n=n))
+        if len(citations) > 1:
+            # The clauses scored within a few percent of each other: say that several may apply
+            # (ranked) rather than assert the first.
+            parts.insert(0, self.prompts.render(self.prompts.lang("answer_several", evidence.chinese)).strip())
         return Draft(text="\n".join(parts), citations=tuple(citations), composer=self.name)
 
 

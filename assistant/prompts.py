@@ -14,6 +14,8 @@ REQUIRED: dict[str, set[str]] = {
     "answer_extractive_en": {"document", "clause", "quote", "n"},
     "answer_also_zh": {"document", "clause", "quote", "n"},
     "answer_also_en": {"document", "clause", "quote", "n"},
+    "answer_several_zh": set(),
+    "answer_several_en": set(),
     "refusal_zh": {"contact"},
     "refusal_en": {"contact"},
     "slack_apology_zh": {"reason", "contact"},

@@ -9,6 +9,7 @@ between how staff ask and how rules are written is closed.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import re
@@ -39,6 +40,15 @@ VECTOR_CANDIDATES = 1000
 # sets (sample rulebook MRR 0.738 → 0.783, labour law 0.489 → 0.520, seeds 0.879 → 0.935):
 # RRF throws away how far ahead the best clause is, which is most of what BM25 knows.
 LEXICAL_WEIGHT = 0.3
+# Exact-phrase leg: a question that repeats a rule's own wording (a sentence pasted from the rule,
+# a manager checking which clause says this) finds the clause holding it. The question is cut into
+# windows of EXACT_WINDOW characters; a clause holding at least EXACT_MIN_SHARE of them gets
+# EXACT_WEIGHT × that share added to its fused score (which is at most 1 without it), so a clause
+# holding the whole question comes first. Verbatim hit@1 on the labour laws: 0.978 without, 0.9985
+# at weight 0.5, 1.0 at 1.0.
+EXACT_WINDOW = 8
+EXACT_MIN_SHARE = 0.5
+EXACT_WEIGHT = 1.0
 # Share of the gate's coverage weight for an English word the curated dictionary does not map,
 # whether unknown or rendered through the general glossary (`assistant/glossary.py`). At full
 # weight, noisy senses ("note" → 笔记) pulled answerable English questions under the gate.
@@ -207,6 +217,7 @@ class HybridSearcher:
         # substrings, since jieba may cut "假" out of a question but only ever "请假" out of a rule.
         self.clause_norm = [normalise(self._lexical_text(c)) for c in clauses]
         self.corpus_norm = "\x00".join(self.clause_norm)
+        self.clause_starts = list(np.cumsum([0] + [len(t) + 1 for t in self.clause_norm[:-1]]))
         self.bm25 = bm25s.BM25()
         if clauses:
             self.bm25.index(self.clause_tokens, show_progress=False)
@@ -356,6 +367,9 @@ class HybridSearcher:
             # the plain cosine, whose scale the gate was calibrated on.
             ranking = self.learned.adapted_semantic(qvec)
         fused = self._fuse(lexical, ranking)
+        exact = self.exact_share(question)
+        if exact is not None:
+            fused += EXACT_WEIGHT * exact
         if self.learned is not None and self.learned.memory_weight > 0:
             fused += self.learned.memory_weight * self.learned.memory_scores(qvec)
         order = np.argsort(-fused, kind="stable")[: max(k, 1)]
@@ -374,6 +388,26 @@ class HybridSearcher:
             ))
         timings["fuse"] = (time.perf_counter() - t2) * 1000
         return SearchResult(hits=hits, plan=plan, timings_ms=timings)
+
+    def exact_share(self, question: str) -> np.ndarray | None:
+        """Per clause, the share of the question's EXACT_WINDOW-character windows it holds word for
+        word (0 below EXACT_MIN_SHARE); None for a question too short to repeat a rule."""
+        q = normalise(question)
+        n = len(q) // EXACT_WINDOW
+        if n < 2 or not self.clause_norm:
+            return None
+        found = np.zeros(len(self.clause_norm), dtype=np.float32)
+        for w in (q[i * EXACT_WINDOW:(i + 1) * EXACT_WINDOW] for i in range(n)):
+            holders: set[int] = set()
+            pos = self.corpus_norm.find(w)
+            while pos >= 0:
+                holders.add(bisect.bisect_right(self.clause_starts, pos) - 1)
+                pos = self.corpus_norm.find(w, pos + 1)
+            for c in holders:
+                found[c] += 1
+        share = found / n
+        share[share < EXACT_MIN_SHARE] = 0.0
+        return share if share.any() else None
 
     @staticmethod
     def _fuse(lexical: np.ndarray, semantic: np.ndarray) -> np.ndarray:

@@ -133,4 +133,5 @@ def test_verbatim_recall_on_labour_law(tmp_path: Path) -> None:
     folder = need_shared(ROOT.parent / "shared" / "corpora" / "labour-law")
     rate, misses, n = verbatim_recall(folder, tmp_path / "data")
     assert n == 685
-    assert rate >= 0.95, misses
+    # 0.978 before the exact-phrase leg, 1.0 with it.
+    assert rate >= 0.99, misses

@@ -115,3 +115,29 @@ class TestDictionaryTriggers:
         # The bound that keeps it fast: gapped triggers are looked for in the opening only.
         assert "分级审批" in searcher.plan("报销8000块要谁批").expansions
         assert "分级审批" not in searcher.plan("。" * 600 + "报销8000块要谁批").expansions
+
+
+def test_a_pasted_rule_sentence_finds_its_clause_word_for_word(tmp_path: Path) -> None:
+    # The second clause's own sentence, pasted, must find it, although the first is short and holds
+    # the same words in another order (BM25 and the vectors favour it).
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "加班.md").write_text(
+        "# 加班管理\n"
+        "第一条 工作时间不计入的情形：自行留在公司、未经审批的时间。\n"
+        "第二条 员工因工作需要延长工作时间的，应当事先提交加班申请，写明事由、预计时长和工作内容，"
+        "经直属上级和部门负责人审批后方可安排。加班结束后，员工应当在系统中如实登记实际时长，"
+        "由直属上级确认。未经审批自行留在公司的时间不计入工作时间。加班时长可以申请调休，"
+        "调休应当在加班后三个月内使用完毕，逾期作废；不能安排调休的，按国家规定支付加班费。\n", "utf-8")
+    settings = make_settings(tmp_path / "data")
+    ingest(rules, settings)
+    assistant = build_assistant(settings)
+    searcher = assistant._current().searcher
+    pasted = "未经审批自行留在公司的时间不计入工作时间"
+    share = searcher.exact_share(pasted)
+    assert share is not None and share.max() == 1.0
+    assert searcher.search(pasted, 2).hits[0].clause.label == "第二条"
+    # Short or reworded questions are left to the other legs.
+    assert searcher.exact_share("加班要谁审批") is None
+    assert searcher.exact_share("没审批就留在公司加班的时间算不算工作时间") is None
+    assistant.close()
