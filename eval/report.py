@@ -111,6 +111,31 @@ def svg_plot(rows: list[dict[str, float]], chosen: float, title: str) -> str:
     return "\n".join(parts)
 
 
+# The figures compared with the previous release (its code, the same case files and indexes).
+CHANGE_COLUMNS = ("hit@1", "hit@5", "mrr@10", "refusal_recall", "wrongly_refused", "must_contain", "from_previous")
+
+
+def previous_release_section(metrics: dict[str, dict[str, Any]], path: Path) -> list[str]:
+    """A before → after table per case file against `previous-release.json`, when it exists."""
+    if not path.exists():
+        return []
+    prev = json.loads(path.read_text(encoding="utf-8"))
+    lines = ["", "## Change from the previous release", "",
+             f"Before: release {prev['release']}, measured {prev['measured']} ({prev['how']}). "
+             "After: the table above. Cells read before → after; – where a figure does not apply.", "",
+             "| set | " + " | ".join(c.replace("_", " ") for c in CHANGE_COLUMNS) + " |",
+             "|---|" + "---:|" * len(CHANGE_COLUMNS)]
+    for name, m in metrics.items():
+        before = prev["metrics"].get(name, {})
+        cells = []
+        for col in CHANGE_COLUMNS:
+            a, b = before.get(col), m.get(col)
+            cells.append("–" if a is None and b is None else
+                         fmt(b) if a == b else f"{fmt(a)} → **{fmt(b)}**")
+        lines.append(f"| {name.removesuffix('.jsonl')} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def build_report(data_dir: Path, cmrc: Path | None, stard: Path | None = None) -> str:
     settings = load_settings(data_dir=data_dir)
     make = assistant_factory()
@@ -129,6 +154,7 @@ def build_report(data_dir: Path, cmrc: Path | None, stard: Path | None = None) -
         lines.append(f"| {col.replace('_', ' ')} | " + " | ".join(fmt(m.get(col)) for m in metrics.values()) + " |")
     for name, reason in result.skipped.items():
         lines.append(f"\nSkipped {name}: {reason}")
+    lines += previous_release_section(metrics, HERE / "previous-release.json")
     if cmrc and cmrc.exists():
         c = json.loads(cmrc.read_text(encoding="utf-8"))
         lines += ["", "## CMRC 2018 (dev)", "",

@@ -25,7 +25,7 @@ FLOORS = {
     "sample_rulebook.jsonl": {
         "hit@5": (0.94, "min"), "mrr@10": (0.86, "min"), "recall@5": (0.94, "min"),
         "citation_precision": (0.76, "min"), "any_expected_cited": (0.82, "min"),
-        "refusal_recall": (0.66, "min"), "refusal_precision": (0.76, "min"),
+        "refusal_recall": (0.69, "min"), "refusal_precision": (0.76, "min"),
         "wrongly_refused": (0.04, "max"), "must_contain": (0.77, "min"),
     },
     # The set nearest to real staff questions over a statute-style rulebook.
@@ -42,7 +42,7 @@ FLOORS = {
     # A second blind sample set, only ever measured, never looked into.
     "sample_rulebook_blind_2.jsonl": {
         "hit@5": (0.84, "min"), "mrr@10": (0.79, "min"), "wrongly_refused": (0.07, "max"),
-        "refusal_recall": (0.20, "min"),
+        "refusal_recall": (0.45, "min"),
     },
     "labour_law_blind.jsonl": {
         "hit@5": (0.82, "min"), "mrr@10": (0.65, "min"),
@@ -55,7 +55,7 @@ FLOORS = {
     # from the clause of an earlier turn.
     "conversations.jsonl": {
         "from_previous": (0, "max"), "hit@5": (0.88, "min"), "mrr@10": (0.74, "min"),
-        "refusal_recall": (0.60, "min"), "wrongly_refused": (0.09, "max"),
+        "refusal_recall": (0.65, "min"), "wrongly_refused": (0.09, "max"),
     },
     # Single questions written without the rule text in view, only ever measured.
     "near_miss_blind.jsonl": {
@@ -64,7 +64,7 @@ FLOORS = {
     },
     "seeds.jsonl": {
         "hit@5": (0.95, "min"), "mrr@10": (0.90, "min"), "any_expected_cited": (0.83, "min"),
-        "wrongly_refused": (0.06, "max"),
+        "wrongly_refused": (0.06, "max"), "refusal_recall": (0.30, "min"),
     },
 }
 
