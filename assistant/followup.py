@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from enum import StrEnum
 
 from assistant.schema import Turn
-from assistant.text import stopwords
+from assistant.text import MODAL_VERBS, stopwords
 
 
 class FollowUp(StrEnum):
@@ -72,11 +72,6 @@ def _tag(question: str) -> list[tuple[str, str]]:
     return [(w, table.get(w) or "x") for w in shared_tokenizer().words(question)]
 
 
-# Chinese modal verbs (能愿动词), a closed class of the grammar: a word jieba's HMM glues together
-# from one of them and a verb (能补, 可报) is a verb phrase, not a new noun such as 年会.
-_MODAL_VERBS = frozenset("能可会要该应得肯敢愿")
-
-
 def _nouns(question: str) -> list[str]:
     """The words of a question that can name its subject: nouns, and words jieba's dictionary does
     not tag (a term of a user dictionary, a new word such as 年会), small talk and generic ones
@@ -88,7 +83,7 @@ def _nouns(question: str) -> list[str]:
         if not w or w in stop or w in _GENERIC:
             continue
         if flag.startswith(_SUBJECT_TAGS) or (flag in {"vn", "an"} and len(w) >= 3) or (
-                flag == "x" and len(w) >= 2 and _CJK.search(w) and w[0] not in _MODAL_VERBS):
+                flag == "x" and len(w) >= 2 and _CJK.search(w) and w[0] not in MODAL_VERBS):
             out.append(w)
     return out
 

@@ -19,6 +19,11 @@ _WORDISH = re.compile(r"[\w\u3400-\u9fff]", re.UNICODE)
 _LATIN = re.compile(r"[A-Za-z]")
 
 
+# Chinese modal verbs (能愿动词), a closed class of the grammar: a word jieba's HMM glues together
+# from one of them and a verb (能补, 可报, 能请假) is a verb phrase, not a new noun such as 年会.
+MODAL_VERBS = frozenset("能可会要该应得肯敢愿")
+
+
 def normalise(text: str) -> str:
     """Canonical form for comparing quotes with clause text.
 
