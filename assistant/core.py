@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 # clause of another document, asked alone, to count as a new topic rather than a follow-up.
 TOPIC_SWITCH_SEMANTIC = 0.55
 
+# Gate confidence at or above which a model's decline is overruled and the offline composer
+# answers (the disagreement is logged). Above 1.0: never; see eval/TUNING.md for the measurement.
+DECLINE_OVERRULED_AT = 1.01
+
 # How long a replaced index generation stays open after a switch when no request is searching it.
 # Searches hold their generation (`Assistant._searching`), so this margin only covers callers that
 # picked a generation up without holding it (readiness, clause lookups read memory, not vectors).
@@ -331,21 +335,37 @@ class Assistant:
             draft = composer.compose(evidence)
         except ComposerError as exc:
             log.warning("%s composer failed (%s); answering offline", composer.name, exc)
+            state["checks"] = (f"model failed: {exc}",)
             draft = extractive.compose(evidence)
-        state["draft"] = self._checked(draft, evidence, composer, extractive)
+        state["draft"] = self._checked(state, draft, evidence, composer, extractive)
         return state
 
-    def _checked(self, draft: Draft, evidence: Evidence, composer: Composer,
+    def _checked(self, state: dict, draft: Draft, evidence: Evidence, composer: Composer,
                  extractive: ExtractiveComposer) -> Draft:
-        """Verify citations; a model answer left with no valid citation is replaced offline,
-        unless the model declined (the evidence does not answer the question): that is a refusal."""
+        """Verify citations; a model answer left with no valid citation is replaced offline. A
+        model that declines (the evidence does not answer the question) is a refusal, unless the
+        offline gate is very sure (DECLINE_OVERRULED_AT): then the disagreement is logged and the
+        offline composer answers."""
         draft, _problems = verify_citations(draft, evidence.hits)
-        if draft.declined:
-            log.info("%s composer found no answer in the evidence; refusing", composer.name)
+        state["checks"] = state.get("checks", ()) + draft.notes
+        if composer is extractive or draft.composer == extractive.name:
+            state["outcome"] = "offline" if composer is extractive else "fallback"
             return draft
-        if not draft.citations and composer is not extractive:
+        if draft.declined:
+            if state["confidence"] >= DECLINE_OVERRULED_AT:
+                log.warning("%s composer declined, but the gate is confident (%.2f); answering offline",
+                            composer.name, state["confidence"])
+                state["outcome"] = "fallback"
+                state["checks"] += ("model declined; overruled by the gate",)
+                return verify_citations(extractive.compose(evidence), evidence.hits)[0]
+            log.info("%s composer found no answer in the evidence; refusing", composer.name)
+            state["outcome"] = "declined"
+            return draft
+        if not draft.citations:
             log.warning("%s answer had no valid citation; answering offline", composer.name)
-            draft, _ = verify_citations(extractive.compose(evidence), evidence.hits)
+            state["outcome"] = "fallback"
+            return verify_citations(extractive.compose(evidence), evidence.hits)[0]
+        state["outcome"] = "model"
         return draft
 
     def answer_stream(self, question: str, history: Sequence[Turn] = ()) -> Iterator[tuple[str, Any]]:
@@ -370,8 +390,9 @@ class Assistant:
                 draft = self.composer.check("".join(pieces), evidence)  # type: ignore[union-attr]
             except ComposerError as exc:
                 log.warning("%s composer failed while streaming (%s); answering offline", self.composer.name, exc)
+                state["checks"] = (f"model failed: {exc}",)
                 draft = extractive.compose(evidence)
-            state["draft"] = self._checked(draft, evidence, self.composer, extractive)  # type: ignore[arg-type]
+            state["draft"] = self._checked(state, draft, evidence, self.composer, extractive)  # type: ignore[arg-type]
             yield "done", self._finish(state)
             return
         answer = self._finish(self._draft(state, evidence))
@@ -409,17 +430,21 @@ class Assistant:
             "total": (t_done - state["t0"]) * 1000,
         }
         retrieved = tuple(result.hits[: max(self.settings.top_k, 10)])
+        checks = tuple(state.get("checks", ()))
         if draft is None or not draft.citations:
             text = self.prompts.render(self.prompts.lang("refusal", state["chinese"]),
                                        contact=self.contact(state))
+            outcome = "gate" if draft is None else state.get("outcome", "offline")
             return Answer(question=state["question"], grounded=False, answer=text, citations=(),
                           retrieved=retrieved, timings_ms=timings,
                           standalone_question=state["standalone"],
-                          confidence=state["confidence"], generation=state["loaded"].generation)
+                          confidence=state["confidence"], generation=state["loaded"].generation,
+                          outcome=outcome, checks=checks)
         return Answer(question=state["question"], grounded=True, answer=draft.text,
                       citations=draft.citations, retrieved=retrieved, timings_ms=timings,
                       standalone_question=state["standalone"], composer=draft.composer,
-                      confidence=state["confidence"], generation=state["loaded"].generation)
+                      confidence=state["confidence"], generation=state["loaded"].generation,
+                      outcome=state.get("outcome", "offline"), checks=checks)
 
 
 def build_assistant(settings: Settings, composer: Composer | None = None,

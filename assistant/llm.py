@@ -102,6 +102,75 @@ def _bare(text: str) -> str:
     return re.sub(r"[\W_]+", "", text).upper()
 
 
+# Share of a sentence's words (CJK character bigrams, English words) that must occur in the clauses
+# it cites; below it the sentence says something its clause does not. A sentence that another
+# evidence clause supports at SUPPORT_RELABEL or more, and SUPPORT_GAP better than the one it
+# cites, is given that clause's number instead (clauses on one topic share many words).
+SUPPORT_MIN = 0.3
+SUPPORT_RELABEL = 0.6
+SUPPORT_GAP = 0.3
+# Citation words (根据, 规定, 第十条 …) are not content: left out of the share.
+_CITING = re.compile(r"《[^》]{1,60}》|第[零〇一二两三四五六七八九十百千\d]+[条章节款项]|[（(][一二三四五六七八九十\d]+[）)]|"
+                     r"根据|依据|按照|规定|条款|制度|办法")
+
+
+def _grams(text: str) -> set[str]:
+    text = _CITING.sub(" ", normalise(text))
+    cjk = re.findall(r"[\u4e00-\u9fff]+", text)
+    return ({run[i:i + 2] for run in cjk for i in range(len(run) - 1)}
+            | {w for w in re.findall(r"[a-z]{3,}", text)})
+
+
+def support(sentence: str, clause_texts: Sequence[str]) -> float:
+    """Share of the sentence's words found in the clauses (1.0 for a sentence too short to judge)."""
+    grams = _grams(sentence)
+    if len(grams) < 4:
+        return 1.0
+    source = normalise("\n".join(clause_texts))
+    return sum(1 for g in grams if g in source) / len(grams)
+
+
+_NAMED_CLAUSE = re.compile(r"第[零〇一二两三四五六七八九十百千\d]+条(?:[（(][一二三四五六七八九十\d]+[）)])?")
+_TITLE = re.compile(r"《([^》]{1,60})》")
+
+
+def named_refs(sentence: str, hits: Sequence[Any]) -> list[int]:
+    """Evidence numbers a sentence names the way people cite: 《文档》第十条, 第二十八条（二）, or the
+    heading label of an evidence clause (二、报销时限). A label that several evidence clauses share
+    counts only with the document named beside it."""
+    titles = {normalise(t) for t in _TITLE.findall(sentence)}
+    labels = {normalise(re.sub(r"[（(][^）)]*[）)]$", "", m)) for m in _NAMED_CLAUSE.findall(sentence)}
+    text = normalise(sentence)
+    out: list[int] = []
+    for n, hit in enumerate(hits, start=1):
+        c = hit.clause
+        label = normalise(c.label)
+        if not label:
+            continue
+        named = label in labels or (len(label) >= 4 and not _NAMED_CLAUSE.fullmatch(label) and label in text)
+        if not named:
+            continue
+        same_label = [h for h in hits if normalise(h.clause.label) == label]
+        if len(same_label) > 1 and normalise(c.document) not in titles:
+            continue
+        if titles and normalise(c.document) not in titles and not any(t in normalise(c.document) for t in titles):
+            continue
+        out.append(n)
+    return out
+
+
+def _with_markers(sentence: str, refs: Sequence[int]) -> str:
+    """The sentence with `[n]` markers before its closing punctuation."""
+    marks = "".join(f"[{n}]" for n in refs)
+    m = re.search(r"[。！？!?\n]*$", sentence)
+    end = m.start() if m else len(sentence)
+    return sentence[:end].rstrip() + marks + sentence[end:]
+
+
+def _paragraphs(text: str) -> list[str]:
+    return [p for p in re.split(r"\n\s*\n", text) if p.strip()]
+
+
 def render_evidence(evidence: Evidence) -> str:
     """Numbered clauses, each fenced as data so instructions inside rule text stay text."""
     parts = []
@@ -175,36 +244,59 @@ class LLMComposer:
         # Markers written after the full stop or on the next line ("…答复。[1]", "…答复\n[1]")
         # belong to the sentence they close.
         text = _MARKERS_AFTER_STOP.sub(lambda m: m.group(2).rstrip() + m.group(1), text)
-        for m in _SENTENCE.finditer(text.strip()):
-            sentence = m.group(0)
-            if not sentence.strip():
-                continue
-            if _bare(_MARKER.sub("", sentence)) == _bare(DECLINE):  # "NO_ANSWER", "NO_ANSWER [1]。"
-                declined = True
-                continue
-            # Anywhere else the token is never shown (a model reciting its instructions quotes it).
-            sentence = DECLINE_ANYWHERE.sub("", sentence)
-            refs = [int(x) for x in _MARKER.findall(sentence)]
-            valid = [n for n in refs if 1 <= n <= len(hits)]
-            for n in set(refs) - set(valid):
-                notes.append(f"dropped citation [{n}]: not in the evidence")
-                sentence = sentence.replace(f"[{n}]", "")
-            body = _MARKER.sub("", sentence)
-            if _SCAFFOLDING.search(sentence) or _runs(normalise(body)) & self._prompt_runs:
-                notes.append(f"dropped sentence echoing the prompt: {body.strip()[:60]}")
-                continue
-            figures = _canonical_figures(body)
-            if figures:
-                supported = set().union(*(_canonical_figures(hits[n - 1].clause.text) for n in valid)) \
-                    if valid else set()
+        for paragraph in _paragraphs(text.strip()):
+            sentences: list[tuple[str, list[int]]] = []  # (sentence, the evidence numbers it names)
+            for m in _SENTENCE.finditer(paragraph):
+                sentence = m.group(0)
+                if not sentence.strip():
+                    continue
+                if _bare(_MARKER.sub("", sentence)) == _bare(DECLINE):  # "NO_ANSWER", "NO_ANSWER [1]。"
+                    declined = True
+                    continue
+                # Anywhere else the token is never shown (a model reciting its instructions quotes it).
+                sentence = DECLINE_ANYWHERE.sub("", sentence)
+                refs = [int(x) for x in _MARKER.findall(sentence)]
+                valid = [n for n in refs if 1 <= n <= len(hits)]
+                for n in set(refs) - set(valid):
+                    notes.append(f"dropped citation [{n}]: not in the evidence")
+                    sentence = sentence.replace(f"[{n}]", "")
+                body = _MARKER.sub("", sentence)
+                if _SCAFFOLDING.search(sentence) or _runs(normalise(body)) & self._prompt_runs:
+                    notes.append(f"dropped sentence echoing the prompt: {body.strip()[:60]}")
+                    continue
+                if not body.strip():
+                    continue  # markers with nothing said (their sentence was dropped) cite nothing
+                named = [n for n in named_refs(body, hits) if n not in valid]
+                if named:  # cited the way people cite (根据《…》第十条): give it the marker it lacks
+                    sentence = _with_markers(sentence, named)
+                sentences.append((sentence, valid + named))
+            # A sentence that names no clause leans on the clauses its paragraph names (根据第十条，
+            # …。另外还可以延长60天。): its figures and words are checked against those.
+            paragraph_refs = list(dict.fromkeys(n for _, refs in sentences for n in refs))
+            for sentence, refs in sentences:
+                refs = refs or paragraph_refs
+                body = _MARKER.sub("", sentence)
+                if not refs:
+                    continue  # nothing cited in the whole paragraph: nothing to stand on
+                share = support(body, [hits[n - 1].clause.text for n in refs])
+                # Words of another clause under this one's number (copied from [1], labelled [2]).
+                best = max(range(1, len(hits) + 1), key=lambda n: support(body, [hits[n - 1].clause.text]))
+                best_share = support(body, [hits[best - 1].clause.text])
+                if best not in refs and best_share >= SUPPORT_RELABEL and best_share - share >= SUPPORT_GAP:
+                    notes.append(f"relabelled {refs} as [{best}]: {body.strip()[:60]}")
+                    sentence = _with_markers(_MARKER.sub("", sentence), [best])
+                    refs = [best]
+                elif share < SUPPORT_MIN:
+                    notes.append(f"dropped sentence its clause does not support ({share:.2f}): {body.strip()[:60]}")
+                    continue
+                figures = _canonical_figures(body)
+                supported = set().union(*(_canonical_figures(hits[n - 1].clause.text) for n in refs))
                 missing = figures - supported
                 if missing:
                     notes.append(f"dropped sentence with unsupported figure(s) {sorted(missing)}: {body.strip()[:60]}")
                     continue
-            if not body.strip():
-                continue  # markers with nothing said (their sentence was dropped) cite nothing
-            kept.append(sentence)
-            used.extend(n for n in valid if n not in used)
+                kept.append(sentence)
+                used.extend(n for n in refs if n not in used)
         citations = []
         for n in used:
             c = hits[n - 1].clause

@@ -93,6 +93,12 @@ class Answer:
     composer: str = "extractive"
     confidence: float = 0.0  # the evidence gate's confidence (0–1)
     generation: str = ""  # the index generation that answered
+    # How it was composed, for evaluation and logs (not part of the answer JSON): "offline" (no
+    # model configured), "model" (the model's checked text), "fallback" (a model is configured but
+    # the offline composer answered), "declined" (the model found no answer: a refusal), "gate"
+    # (refused below the evidence gate); and what the checks did to the model's reply.
+    outcome: str = "offline"
+    checks: tuple[str, ...] = ()
 
     def content_hashes(self) -> dict[str, str]:
         """Content hash of every clause the answer saw, by clause id."""

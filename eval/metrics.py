@@ -56,6 +56,8 @@ class CaseResult:
     standalone_question: str = ""
     kind: str = ""  # conversations: elliptical | complete | switch
     previous_expected: list[dict[str, str]] | None = None  # what answered the earlier turns
+    outcome: str = ""  # model | fallback | declined | gate | offline (see assistant.schema.Answer)
+    checks: list[str] | None = None  # what the checks did to a model's reply
 
     def expected_keys(self) -> set[tuple[str, str]]:
         return {clause_key(e["source"], e["clause"]) for e in self.expected}
@@ -140,10 +142,30 @@ def compute(results: list[CaseResult]) -> dict[str, Any]:
         1.0 if all(normalise(s) in normalise(r.answer) for s in r.must_contain) else 0.0
         for r in mc
     )
+    # With a model configured: whose text the answers were, and why the model's was not used.
+    if any(r.outcome in {"model", "fallback", "declined"} for r in results):
+        composed = [r for r in results if r.outcome in {"model", "fallback", "declined"}]
+        m["composer"] = {o: sum(1 for r in composed if r.outcome == o) for o in ("model", "fallback", "declined")}
+        grounded = [r for r in results if r.grounded]
+        m["model_written"] = (sum(1 for r in grounded if r.outcome == "model") / len(grounded)
+                              if grounded else None)
+        reasons: dict[str, int] = {}
+        for r in composed:
+            for check in {_check_kind(c) for c in r.checks or []}:
+                reasons[check] = reasons.get(check, 0) + 1
+        m["checks"] = dict(sorted(reasons.items(), key=lambda kv: -kv[1]))
     lat = [r.latency_ms for r in results]
     m["latency_p50_ms"] = _pct(lat, 0.5)
     m["latency_p95_ms"] = _pct(lat, 0.95)
     return m
+
+
+def _check_kind(note: str) -> str:
+    """A check note without its particulars ("dropped sentence with unsupported figure(s) ['5']: …"
+    → "dropped sentence with unsupported figure(s)")."""
+    for stop in (" [", " (", ":"):
+        note = note.split(stop, 1)[0]
+    return note.strip()
 
 
 def threshold_sweep(results: list[CaseResult], thresholds: list[float]) -> list[dict[str, float]]:

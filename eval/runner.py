@@ -146,6 +146,7 @@ def run_case(assistant, case: dict[str, Any], file: str) -> CaseResult:  # type:
         confidence=ans.confidence,
         standalone_question=ans.standalone_question,
         kind=case.get("kind", ""),
+        outcome=ans.outcome, checks=list(ans.checks),
         previous_expected=[e for t in case.get("history", []) if isinstance(t, dict)
                            for e in t.get("expected", [])],
     )

@@ -73,6 +73,67 @@ def test_chinese_numerals_and_digits_are_the_same_figure(sample_index: IndexedCo
     assert a.composer == "llm"
 
 
+REMOTE = "可以远程办公吗？每周最多几天？"
+
+
+@pytest.mark.parametrize("reply", [
+    "根据《澄川科技考勤与休假制度》第十条，职工经批准可以远程办公，每周最多2天，由直属上级审批。",
+    "根据第十条的规定，职工经批准可以远程办公，每周最多2天。",
+])
+def test_citations_written_the_way_people_write_them_count(sample_index: IndexedCorpus, fake: FakeOpenAI,
+                                                            reply: str) -> None:
+    fake.script = [Reply(reply)]
+    a = llm_assistant(sample_index, fake).answer(REMOTE)
+    assert a.grounded and a.composer == "llm", a.answer
+    assert [c.clause for c in a.citations] == ["第十条"]
+    assert f"[{a.citations[0].n}]" in a.answer  # the marker it lacked, for the citation buttons
+
+
+def test_figures_are_checked_against_the_clauses_the_paragraph_cites(sample_index: IndexedCorpus,
+                                                                     fake: FakeOpenAI) -> None:
+    fake.script = [Reply("职工经批准可以远程办公[1]。每周最多2天，须提前1个工作日申请。连续两周以上还要部门负责人批准。")]
+    a = llm_assistant(sample_index, fake).answer(REMOTE)
+    assert a.composer == "llm" and "1个工作日" in a.answer and "两周" in a.answer, a.answer
+    fake.script = [Reply("职工经批准可以远程办公[1]。每周最多5天。")]
+    b = llm_assistant(sample_index, fake).answer(REMOTE)
+    assert "5天" not in b.answer
+
+
+def test_a_sentence_its_clause_does_not_say_is_dropped(sample_index: IndexedCorpus, fake: FakeOpenAI) -> None:
+    fake.script = [Reply("一般咨询应当在24小时内答复客户[1]。客户经理还可以自行决定给予客户赔偿和礼品补偿[1]。")]
+    a = llm_assistant(sample_index, fake).answer(Q)
+    assert a.composer == "llm" and "24小时" in a.answer and "赔偿" not in a.answer, a.answer
+
+
+def test_words_of_one_clause_under_another_number_are_relabelled(sample_index: IndexedCorpus,
+                                                                 fake: FakeOpenAI) -> None:
+    from assistant.llm import named_refs, support
+
+    remote = "第十条　职工经批准可以远程办公，每周最多2天。远程办公应当至少提前1个工作日在澄川OA提交申请。"
+    online = "第十一条　远程办公期间，职工应当在10:00至17:00保持在线，收到消息后30分钟内回复。"
+    said = "远程办公期间职工应当在10:00至17:00保持在线"
+    assert support(said, [online]) > 0.9 and support(said, [remote]) < 0.6
+    assert support("可以。", [remote]) == 1.0  # too short to judge
+
+    class H:
+        def __init__(self, document: str, label: str) -> None:
+            self.clause = type("C", (), {"document": document, "label": label})()
+
+    hits = [H("考勤制度", "第十条"), H("考勤制度", "第十一条"), H("报销办法", "第十条"), H("报销办法", "二、报销时限")]
+    assert named_refs("根据《考勤制度》第十一条，应当保持在线。", hits) == [2]
+    assert named_refs("根据第十条，…", hits) == []  # two evidence clauses are 第十条: the document decides
+    assert named_refs("按《报销办法》第十条（二）办理", hits) == [3]
+    assert named_refs("见报销时限的规定", hits) == []
+    assert named_refs("见二、报销时限", hits) == [4]
+    a = llm_assistant(sample_index, fake)
+    evidence = a._gate(a._retrieve(REMOTE, ()))
+    numbers = {h.clause.label: n for n, h in enumerate(evidence.hits[:5], start=1)}
+    assert {"第十条", "第十一条"} <= set(numbers), numbers
+    fake.script = [Reply(f"远程办公期间，职工应当在10:00至17:00保持在线[{numbers['第十条']}]。")]
+    answer = a.answer(REMOTE)
+    assert answer.composer == "llm" and [c.clause for c in answer.citations] == ["第十一条"], answer.answer
+
+
 @pytest.mark.parametrize(
     "reply",
     [Reply(raw="this is not json"), Reply(status=500), Reply(content="")],
@@ -267,3 +328,23 @@ def test_eval_runs_with_the_llm_composer(sample_index: IndexedCorpus, fake: Fake
     result = run([cases], assistant.settings, lambda _s: assistant, lambda *_: None, use_data_dir=True)
     m = result.metrics()["c.jsonl"]
     assert m["hit@1"] == 1.0 and m["must_contain"] == 1.0 and m["any_expected_cited"] == 1.0
+
+
+def test_eval_counts_whose_text_each_answer_was_and_why(sample_index: IndexedCorpus, fake: FakeOpenAI,
+                                                        tmp_path: Path) -> None:
+    from eval.runner import run
+
+    cases = tmp_path / "c.jsonl"
+    rows = [{"id": i, "question": q, "answerable": True, "must_contain": [], "expected": []}
+            for i, q in (("model", Q), ("fallback", Q), ("declined", Q), ("gate", "推荐一只明年能涨的股票"))]
+    cases.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    fake.script = [Reply("一般咨询在24小时内答复[1]。"), Reply("一般咨询在48小时内答复[1]。"), Reply("NO_ANSWER")]
+    assistant = llm_assistant(sample_index, fake)
+    result = run([cases], assistant.settings, lambda _s: assistant, lambda *_: None, use_data_dir=True)
+    outcomes = {r.id: r.outcome for r in result.results["c.jsonl"]}
+    assert outcomes == {"model": "model", "fallback": "fallback", "declined": "declined", "gate": "gate"}
+    m = result.metrics()["c.jsonl"]
+    assert m["composer"] == {"model": 1, "fallback": 1, "declined": 1}
+    assert m["model_written"] == 0.5  # of the two grounded answers
+    assert m["checks"]["dropped sentence with unsupported figure(s)"] == 1
+    assert m["checks"]["no valid citation in the model's answer"] == 1
