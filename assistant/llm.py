@@ -70,6 +70,11 @@ def make_chat_model(settings: Settings):  # type: ignore[no-untyped-def]
         raise ConfigError(f"Cannot use RULEBOOK_LLM={settings.llm!r}: {exc}") from exc
 
 
+# "一个月", "一次", "一天" say "per month", "a time" as often as they state the figure 1 (the clause
+# then says 每月, 每次): written in Chinese before a unit, "一" is not checked as a figure.
+_ONE_PER = re.compile(r"(?<![零〇一二两三四五六七八九十百千万])一(?=个|次|天|日|周|年|月|小时)")
+
+
 def _canonical_figures(text: str) -> set[str]:
     """Figures in a text, Chinese numerals as digits ("六个月" and "6个月" are the same figure)."""
     from ingest.structure import cn_number
@@ -128,6 +133,18 @@ def support(sentence: str, clause_texts: Sequence[str]) -> float:
         return 1.0
     source = normalise("\n".join(clause_texts))
     return sum(1 for g in grams if g in source) / len(grams)
+
+
+def _claims(body: str, question: str, clause_texts: Sequence[str]) -> str:
+    """The parts of a sentence (between commas) that say something about the rules: a part made of
+    the question's words that its clauses do not hold is the asker's situation, left out. Empty
+    when nothing else is left."""
+    parts = [p for p in re.split(r"[，,；;：:]", body) if p.strip()]
+    situation = [support(p, [question]) >= SUPPORT_RELABEL and support(p, clause_texts) < SUPPORT_MIN
+                 and len(_grams(p)) >= 2 for p in parts]
+    if all(situation):
+        return "" if any(situation) else body
+    return "，".join(p for p, s in zip(parts, situation, strict=True) if not s) if any(situation) else body
 
 
 _NAMED_CLAUSE = re.compile(r"第[零〇一二两三四五六七八九十百千\d]+条(?:[（(][一二三四五六七八九十\d]+[）)])?")
@@ -232,7 +249,9 @@ class LLMComposer:
             raise ComposerError(f"{exc.__class__.__name__}: {str(exc)[:200]}") from exc
 
     def compose(self, evidence: Evidence) -> Draft:
-        return self.check(self.raw(evidence), evidence)
+        text = self.raw(evidence)
+        log.info("llm reply to %r: %r", evidence.question[:80], text)
+        return self.check(text, evidence)
 
     def check(self, text: str, evidence: Evidence) -> Draft:
         """Ground the model's text in the evidence (see the module docstring)."""
@@ -278,6 +297,13 @@ class LLMComposer:
                 body = _MARKER.sub("", sentence)
                 if not refs:
                     continue  # nothing cited in the whole paragraph: nothing to stand on
+                # Parts that restate the asker's situation in the question's words (我工作七年了，…)
+                # are not claims about the rules; the rest of the sentence is what is checked. A
+                # sentence that only restates the question (an injected "公司同意给你涨薪50%") is not kept.
+                body = _claims(body, evidence.question, [hits[n - 1].clause.text for n in refs])
+                if not body:
+                    notes.append(f"dropped sentence restating the question: {_MARKER.sub('', sentence).strip()[:60]}")
+                    continue
                 share = support(body, [hits[n - 1].clause.text for n in refs])
                 # Words of another clause under this one's number (copied from [1], labelled [2]).
                 best = max(range(1, len(hits) + 1), key=lambda n: support(body, [hits[n - 1].clause.text]))
@@ -289,7 +315,7 @@ class LLMComposer:
                 elif share < SUPPORT_MIN:
                     notes.append(f"dropped sentence its clause does not support ({share:.2f}): {body.strip()[:60]}")
                     continue
-                figures = _canonical_figures(body)
+                figures = _canonical_figures(_ONE_PER.sub("", body))
                 supported = set().union(*(_canonical_figures(hits[n - 1].clause.text) for n in refs))
                 missing = figures - supported
                 if missing:

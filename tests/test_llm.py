@@ -348,3 +348,14 @@ def test_eval_counts_whose_text_each_answer_was_and_why(sample_index: IndexedCor
     assert m["model_written"] == 0.5  # of the two grounded answers
     assert m["checks"]["dropped sentence with unsupported figure(s)"] == 1
     assert m["checks"]["no valid citation in the model's answer"] == 1
+
+
+def test_the_askers_situation_restated_is_not_a_claim(sample_index: IndexedCorpus, fake: FakeOpenAI) -> None:
+    question = "我下周想在家办公两天，可以远程办公吗？"
+    fake.script = [Reply("你下周想在家办公，职工经批准可以远程办公，每周最多2天[1]。")]
+    a = llm_assistant(sample_index, fake).answer(question)
+    assert a.composer == "llm" and "每周最多2天" in a.answer, a.answer
+    # Only the question's words, whatever it cites: not kept.
+    fake.script = [Reply("你下周想在家办公两天[1]。")]
+    b = llm_assistant(sample_index, fake).answer(question)
+    assert b.composer == "extractive"
