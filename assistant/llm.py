@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from assistant.answering import DECLINE, DECLINE_ANYWHERE, Draft, Evidence
+from assistant.answering import DECLINE, DECLINE_ANYWHERE, Draft, Evidence, missing_kinds
 from assistant.config import Settings
 from assistant.errors import ComposerError, ConfigError
 from assistant.prompts import Prompts
@@ -323,6 +323,13 @@ class LLMComposer:
                     continue
                 kept.append(sentence)
                 used.extend(n for n in refs if n not in used)
+        answer = "".join(kept).strip()
+        unstated = missing_kinds(evidence.question, [_MARKER.sub("", answer)]) if answer else []
+        if unstated:
+            # The question asks how long / when / how much and the answer states none: it answers
+            # something else (the offline composer's clause does state one, or the gate refused).
+            notes.append(f"answer states no {', '.join(unstated)} the question asks for")
+            used, answer = [], ""
         citations = []
         for n in used:
             c = hits[n - 1].clause
@@ -330,7 +337,6 @@ class LLMComposer:
             quote = evidence.quote(c.text, evidence.plan) if evidence.quote else c.text[:200]
             citations.append(Citation(n=n, clause_id=c.clause_id, document=c.document, source=c.source,
                                       clause=c.label, path=c.path, quote=quote))
-        answer = "".join(kept).strip()
         for note in notes:
             log.warning("llm answer checked: %s", note)
         if not citations:

@@ -359,3 +359,12 @@ def test_the_askers_situation_restated_is_not_a_claim(sample_index: IndexedCorpu
     fake.script = [Reply("你下周想在家办公两天[1]。")]
     b = llm_assistant(sample_index, fake).answer(question)
     assert b.composer == "extractive"
+
+
+def test_an_answer_that_states_no_duration_to_a_how_long_question_is_not_used(sample_index: IndexedCorpus,
+                                                                              fake: FakeOpenAI) -> None:
+    # What Qwen 1.5B said to "居家那天同事在群里@我，我得多久之内回？": a true sentence of the cited
+    # clause that does not answer the question.
+    fake.script = [Reply("远程办公应当在澄川OA提交申请[1]。")]
+    a = llm_assistant(sample_index, fake).answer("在家办公的时候收到同事消息，多久之内要回复？")
+    assert a.outcome == "fallback" and "answer states no duration the question asks for" in a.checks
