@@ -31,9 +31,9 @@ from assistant.answering import (
 from assistant.config import Settings
 from assistant.errors import ComposerError
 from assistant.followup import FollowUp, decide, with_context
+from assistant.learned import LearnError, learned_for, resource_path
 from assistant.nearmiss import UnlistedKinds, states_no_rule
 from assistant.prompts import Prompts, load_prompts
-from assistant.learned import LearnError, learned_for, resource_path
 from assistant.retrieval import HybridSearcher, QueryPlan, default_synonym_files, load_synonyms
 from assistant.schema import Answer, Clause, Turn
 from assistant.store import IndexSnapshot, Layout

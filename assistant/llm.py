@@ -115,8 +115,8 @@ SUPPORT_MIN = 0.3
 SUPPORT_RELABEL = 0.6
 SUPPORT_GAP = 0.3
 # Citation words (根据, 规定, 第十条 …) are not content: left out of the share.
-_CITING = re.compile(r"《[^》]{1,60}》|第[零〇一二两三四五六七八九十百千\d]+[条章节款项]|[（(][一二三四五六七八九十\d]+[）)]|"
-                     r"根据|依据|按照|规定|条款|制度|办法")
+_CITING = re.compile(r"《[^》]{1,60}》|第[零〇一二两三四五六七八九十百千\d]+[条章节款项]|"
+                     r"[（(][一二三四五六七八九十\d]+[）)]|根据|依据|按照|规定|条款|制度|办法")
 
 
 def _grams(text: str) -> set[str]:

@@ -91,7 +91,8 @@ def test_citations_written_the_way_people_write_them_count(sample_index: Indexed
 
 def test_figures_are_checked_against_the_clauses_the_paragraph_cites(sample_index: IndexedCorpus,
                                                                      fake: FakeOpenAI) -> None:
-    fake.script = [Reply("职工经批准可以远程办公[1]。每周最多2天，须提前1个工作日申请。连续两周以上还要部门负责人批准。")]
+    fake.script = [Reply("职工经批准可以远程办公[1]。每周最多2天，须提前1个工作日申请。"
+                         "连续两周以上还要部门负责人批准。")]
     a = llm_assistant(sample_index, fake).answer(REMOTE)
     assert a.composer == "llm" and "1个工作日" in a.answer and "两周" in a.answer, a.answer
     fake.script = [Reply("职工经批准可以远程办公[1]。每周最多5天。")]
