@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from assistant.answering import DECLINE, DECLINE_ANYWHERE, Draft, Evidence, missing_kinds
+from assistant.answering import DECLINE, DECLINE_ANYWHERE, Draft, Evidence, _bigrams, missing_kinds
 from assistant.config import Settings
 from assistant.errors import ComposerError, ConfigError
 from assistant.prompts import Prompts
@@ -121,9 +121,7 @@ _CITING = re.compile(r"《[^》]{1,60}》|第[零〇一二两三四五六七八�
 
 def _grams(text: str) -> set[str]:
     text = _CITING.sub(" ", normalise(text))
-    cjk = re.findall(r"[\u4e00-\u9fff]+", text)
-    return ({run[i:i + 2] for run in cjk for i in range(len(run) - 1)}
-            | {w for w in re.findall(r"[a-z]{3,}", text)})
+    return _bigrams(text) | set(re.findall(r"[a-z]{3,}", text))
 
 
 def support(sentence: str, clause_texts: Sequence[str]) -> float:
@@ -306,8 +304,9 @@ class LLMComposer:
                     continue
                 share = support(body, [hits[n - 1].clause.text for n in refs])
                 # Words of another clause under this one's number (copied from [1], labelled [2]).
-                best = max(range(1, len(hits) + 1), key=lambda n: support(body, [hits[n - 1].clause.text]))
-                best_share = support(body, [hits[best - 1].clause.text])
+                each = {n: support(body, [hits[n - 1].clause.text]) for n in range(1, len(hits) + 1)}
+                best = max(each, key=each.__getitem__)
+                best_share = each[best]
                 if best not in refs and best_share >= SUPPORT_RELABEL and best_share - share >= SUPPORT_GAP:
                     notes.append(f"relabelled {refs} as [{best}]: {body.strip()[:60]}")
                     sentence = _with_markers(_MARKER.sub("", sentence), [best])
