@@ -45,10 +45,6 @@ log = logging.getLogger(__name__)
 # clause of another document, asked alone, to count as a new topic rather than a follow-up.
 TOPIC_SWITCH_SEMANTIC = 0.55
 
-# Gate confidence at or above which a model's decline is overruled and the offline composer
-# answers (the disagreement is logged). Above 1.0: never; see eval/TUNING.md for the measurement.
-DECLINE_OVERRULED_AT = 1.01
-
 # How long a replaced index generation stays open after a switch when no request is searching it.
 # Searches hold their generation (`Assistant._searching`), so this margin only covers callers that
 # picked a generation up without holding it (readiness, clause lookups read memory, not vectors).
@@ -343,21 +339,13 @@ class Assistant:
     def _checked(self, state: dict, draft: Draft, evidence: Evidence, composer: Composer,
                  extractive: ExtractiveComposer) -> Draft:
         """Verify citations; a model answer left with no valid citation is replaced offline. A
-        model that declines (the evidence does not answer the question) is a refusal, unless the
-        offline gate is very sure (DECLINE_OVERRULED_AT): then the disagreement is logged and the
-        offline composer answers."""
+        model that declines (the evidence does not answer the question) is a refusal."""
         draft, _problems = verify_citations(draft, evidence.hits)
         state["checks"] = state.get("checks", ()) + draft.notes
         if composer is extractive or draft.composer == extractive.name:
             state["outcome"] = "offline" if composer is extractive else "fallback"
             return draft
         if draft.declined:
-            if state["confidence"] >= DECLINE_OVERRULED_AT:
-                log.warning("%s composer declined, but the gate is confident (%.2f); answering offline",
-                            composer.name, state["confidence"])
-                state["outcome"] = "fallback"
-                state["checks"] += ("model declined; overruled by the gate",)
-                return verify_citations(extractive.compose(evidence), evidence.hits)[0]
             log.info("%s composer found no answer in the evidence; refusing", composer.name)
             state["outcome"] = "declined"
             return draft
