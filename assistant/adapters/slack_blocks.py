@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from assistant.adapters.rendering import citation_heading
 from assistant.schema import Clause
 
 SECTION_LIMIT = 3000
@@ -46,8 +47,7 @@ def answer_blocks(answer: dict[str, Any], answer_id: str, *, share: bool = False
     else:
         blocks.append(_section(escape(answer["answer"])))
         for c in answer["citations"]:
-            heading = (f"*[{c['n']}]* " + escape(" › ".join((c["document"], *c["path"])))
-                       + f"  ({escape(c['source'])})")  # the file: two files may share a title
+            heading = f"*[{c['n']}]* " + escape(citation_heading(c))
             blocks.append({
                 "type": "section",
                 "text": {"type": "mrkdwn", "text": _clip(f"{heading}\n{quote_block(c['quote'])}")},
