@@ -1,4 +1,4 @@
-"""`rulebook` command line: ingest, ask, eval, learn, serve, slack."""
+"""`rulebook` command line: ingest, ask, eval, learn, serve, slack, feishu, dingtalk."""
 
 from __future__ import annotations
 
@@ -313,6 +313,49 @@ def slack(data_dir: DataDir = None) -> None:
         raise typer.Exit(1) from None
     out.print("rulebook is connecting to Slack over Socket Mode (Ctrl+C to stop)")
     _run(lambda: run_socket_mode(settings))
+
+
+@app.command()
+def feishu(data_dir: DataDir = None) -> None:
+    """Answer in Feishu / Lark over its long connection (FEISHU_APP_ID, FEISHU_APP_SECRET; no public URL).
+
+    Example: FEISHU_APP_ID=cli_… FEISHU_APP_SECRET=… rulebook feishu
+    """
+    settings = _run(lambda: load_settings(data_dir=data_dir))
+    missing = [name for name, value in (("FEISHU_APP_ID", settings.feishu_app_id),
+                                        ("FEISHU_APP_SECRET", settings.feishu_app_secret)) if not value]
+    if missing:
+        err.print(f"[red]error:[/red] set {' and '.join(missing)} (see README: Connecting Feishu)")
+        raise typer.Exit(1)
+    try:
+        from assistant.adapters.feishu import run_long_connection
+    except ImportError:
+        err.print("[red]error:[/red] Feishu support is not installed: " + escape("pip install -e '.[feishu]'"))
+        raise typer.Exit(1) from None
+    out.print("rulebook is connecting to Feishu over its long connection (Ctrl+C to stop)")
+    _run(lambda: run_long_connection(settings))
+
+
+@app.command()
+def dingtalk(data_dir: DataDir = None) -> None:
+    """Answer in DingTalk over Stream mode (DINGTALK_CLIENT_ID, DINGTALK_CLIENT_SECRET; no public URL).
+
+    Example: DINGTALK_CLIENT_ID=ding… DINGTALK_CLIENT_SECRET=… rulebook dingtalk
+    """
+    settings = _run(lambda: load_settings(data_dir=data_dir))
+    missing = [name for name, value in (("DINGTALK_CLIENT_ID", settings.dingtalk_client_id),
+                                        ("DINGTALK_CLIENT_SECRET", settings.dingtalk_client_secret)) if not value]
+    if missing:
+        err.print(f"[red]error:[/red] set {' and '.join(missing)} (see README: Connecting DingTalk)")
+        raise typer.Exit(1)
+    try:
+        from assistant.adapters.dingtalk import run_stream_mode
+    except ImportError:
+        err.print("[red]error:[/red] DingTalk support is not installed: "
+                  + escape("pip install -e '.[dingtalk]'"))
+        raise typer.Exit(1) from None
+    out.print("rulebook is connecting to DingTalk over Stream mode (Ctrl+C to stop)")
+    _run(lambda: run_stream_mode(settings))
 
 
 def main() -> None:

@@ -350,6 +350,13 @@ def create_app(settings: Settings, assistant: Any = None, records: Records | Non
                 return _error(400, "malformed_request", "The Slack request body could not be parsed.")
             return response
 
+    if settings.feishu_app_id and settings.feishu_app_secret:
+        # Feishu's HTTP callbacks (events and card actions) at /feishu/events, verified and
+        # decrypted by the Feishu SDK itself.
+        from assistant.adapters.feishu import mount_feishu
+
+        mount_feishu(app, settings, assistant, records)
+
     page = resources.files("assistant.adapters").joinpath("static/index.html").read_text(encoding="utf-8")
     examples = json.dumps(EXAMPLES, ensure_ascii=False)
 
