@@ -11,7 +11,7 @@ from assistant.prompts import REQUIRED, load_prompts, variables
 from .conftest import ROOT
 
 ADAPTER_LIBRARIES = {"fastapi", "starlette", "uvicorn", "slack_bolt", "slack_sdk", "typer",
-                     "click", "rich", "sse_starlette"}
+                     "click", "rich", "sse_starlette", "lark_oapi", "dingtalk_stream", "openai"}
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -23,6 +23,9 @@ def quote_lines(text: str, prefix: str = "> ") -> list[str]:
     return [prefix + line.strip() for line in text.splitlines() if line.strip()]
 
 
+SOURCES_HEADINGS = ("**依据**", "**Sources**")
+
+
 def markdown_answer(answer: dict[str, Any], *, quotes: bool = True) -> str:
     """The answer text followed by its citations as a numbered markdown list with block quotes.
 
@@ -33,13 +36,22 @@ def markdown_answer(answer: dict[str, Any], *, quotes: bool = True) -> str:
     if not answer.get("grounded") or not answer.get("citations"):
         return text
     zh = is_chinese(answer.get("question") or text)
-    parts = [text, "", "**依据**" if zh else "**Sources**"]
+    parts = [text, "", SOURCES_HEADINGS[0] if zh else SOURCES_HEADINGS[1], ""]
     for c in answer["citations"]:
         parts.append(f"[{c['n']}] {citation_heading(c)}")
         if quotes:
             parts.extend(quote_lines(c["quote"]))
         parts.append("")
     return "\n".join(parts).rstrip()
+
+
+def strip_sources(text: str) -> str:
+    """An earlier reply rendered by `markdown_answer`, without the citation list it appended."""
+    for heading in SOURCES_HEADINGS:
+        mark = f"\n\n{heading}\n\n"
+        if mark in text:
+            return text.split(mark, 1)[0]
+    return text
 
 
 def apology(prompts: Any, question: str, reason: str, contact: str) -> str:

@@ -1,7 +1,8 @@
 """HTTP API and chat page over the assistant (`rulebook serve`).
 
 Routes (documented at /docs): POST /v1/ask, POST /v1/ask/stream (Server-Sent Events),
-GET /v1/clauses/{clause_id}, POST /v1/feedback, GET /healthz, GET /readyz, and the chat page at /.
+GET /v1/clauses/{clause_id}, POST /v1/feedback, the OpenAI-compatible POST /v1/chat/completions and
+GET /v1/models, GET /healthz, GET /readyz, and the chat page at /.
 This module only converts: requests → `assistant.answer(...)` → JSON, and records each exchange.
 """
 
@@ -24,10 +25,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from assistant.adapters import openai_compat
 from assistant.config import Settings
 from assistant.errors import IndexNotBuilt, RulebookError
 from assistant.records import Records
-from assistant.schema import Answer
+from assistant.schema import Answer, Turn
 
 log = logging.getLogger(__name__)
 
@@ -215,8 +217,8 @@ def create_app(settings: Settings, assistant: Any = None, records: Records | Non
                            {"Retry-After": str(math.ceil(wait))})
         return client
 
-    def clean_question(body: AskRequest) -> str:
-        q = body.question.strip()
+    def clean_question(question: str) -> str:
+        q = question.strip()
         if not q:
             raise ApiError(422, "empty_question", "The question is empty.")
         if len(q) > settings.max_question_chars:
@@ -232,7 +234,7 @@ def create_app(settings: Settings, assistant: Any = None, records: Records | Non
         return public, f"web:{_caller_scope(client)}:{public}"
 
     def answer(body: AskRequest, client: str) -> tuple[Answer, str, str]:
-        question = clean_question(body)
+        question = clean_question(body.question)
         public, conversation_id = conversation(body, client)
         history = records.history(conversation_id)
         try:
@@ -257,7 +259,7 @@ def create_app(settings: Settings, assistant: Any = None, records: Records | Non
     @app.post("/v1/ask/stream", summary="The same answer as Server-Sent Events",
               response_class=StreamingResponse)
     def ask_stream(body: AskRequest, client: str = Depends(guard)) -> StreamingResponse:
-        clean_question(body)  # reject bad input with a plain 4xx before the stream starts
+        clean_question(body.question)  # reject bad input with a plain 4xx before the stream starts
         public, conversation_id = conversation(body, client)
 
         def events() -> Iterator[str]:
@@ -311,6 +313,52 @@ def create_app(settings: Settings, assistant: Any = None, records: Records | Non
             raise ApiError(409, "already_rated", "This answer already has feedback.")
         records.add_feedback(body.answer_id, body.rating, body.comment, channel="web")
         return {"ok": True}
+
+    @app.get("/v1/models", summary="The rulebook as an OpenAI-compatible model list")
+    def list_models(_client: str = Depends(guard)) -> dict[str, Any]:
+        return openai_compat.models()
+
+    @app.post("/v1/chat/completions", summary="OpenAI-compatible chat completion (plain or streamed)",
+              description="Any OpenAI-compatible chat front end can use the rulebook as a model. The last "
+              "message is the question; earlier user/assistant messages are the conversation. The citations "
+              "are in the text and in `choices[0].message.citations` (the objects of /v1/ask); a stream sends "
+              "them in its last chunk.")
+    def chat_completions(body: openai_compat.ChatCompletionRequest, client: str = Depends(guard)) -> Any:
+        if body.model != openai_compat.MODEL_ID:
+            raise ApiError(404, "model_not_found",
+                           f"The model {body.model!r} does not exist; use {openai_compat.MODEL_ID!r}.")
+        try:
+            question, history = openai_compat.question_and_history(body.messages)
+        except openai_compat.ChatRequestError as exc:
+            raise ApiError(422, "invalid_request", str(exc)) from exc
+        try:
+            question = clean_question(_no_surrogates(question) or "")
+            history = [Turn(_no_surrogates(t.question) or "", _no_surrogates(t.answer) or "") for t in history]
+        except ValueError as exc:
+            raise ApiError(422, "invalid_request", f"messages: {exc}") from exc
+
+        def answer() -> tuple[dict[str, Any], str]:
+            ans = assistant.answer(question, history)
+            return ans.to_dict(), records.add_answer(ans, channel="api", conversation_id=None)
+
+        if not body.stream:
+            try:
+                d, answer_id = answer()
+            except RulebookError as exc:
+                raise ApiError(503, "not_ready", not_ready(exc)) from exc
+            return openai_compat.completion(d, answer_id)
+
+        def events() -> Iterator[str]:
+            try:
+                yield from openai_compat.stream(answer)
+            except RulebookError as exc:
+                yield openai_compat.stream_error("not_ready", not_ready(exc))
+            except Exception:
+                log.exception("unexpected error while streaming a chat completion")
+                yield openai_compat.stream_error("internal_error", "Something went wrong on our side.")
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.get("/healthz", summary="The process is up")
     def healthz() -> dict[str, str]:
