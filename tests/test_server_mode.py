@@ -1,0 +1,126 @@
+"""Several processes on one index through a real Chroma server (`chroma run`, started here):
+two `rulebook serve` processes answer without a single failed request while an ingest publishes
+a new generation, and both switch to it without a restart; replaced generations are dropped from
+the server too."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT
+from .hardening_helpers import Server, free_port
+
+QUESTIONS = ["年假可以留到明年用吗？", "出差住酒店每晚最多报销多少？", "客户咨询多久内要答复？"]
+
+
+@pytest.fixture
+def chroma_server(tmp_path: Path) -> Iterator[str]:
+    chroma = shutil.which("chroma", path=str(Path(sys.executable).parent)) or shutil.which("chroma")
+    if chroma is None:
+        pytest.skip("the `chroma` command (installed with the chromadb package) is not on PATH")
+    port = free_port()
+    proc = subprocess.Popen([chroma, "run", "--path", str(tmp_path / "chroma-server"), "--host", "127.0.0.1",
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/api/v2/heartbeat", timeout=2):
+                break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("chroma run did not start in 60 s")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def rulebook_ingest(corpus: Path, data_dir: Path, chroma_url: str) -> None:
+    r = subprocess.run([sys.executable, "-m", "assistant.adapters.cli", "ingest", str(corpus), "--data-dir",
+                        str(data_dir)], cwd=ROOT, env={**os.environ, "RULEBOOK_CHROMA_URL": chroma_url},
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+
+
+def generation_of(server: Server) -> str:
+    status, body = server.get("/readyz")
+    assert status == 200, body
+    return body["detail"].split(":", 1)[0]
+
+
+def server_collections(chroma_url: str) -> list[str]:
+    from urllib.parse import urlparse
+
+    import chromadb
+
+    u = urlparse(chroma_url)
+    client = chromadb.HttpClient(host=u.hostname, port=u.port)
+    return sorted(c.name for c in client.list_collections())
+
+
+@pytest.mark.slow
+def test_two_servers_share_a_chroma_server_through_an_ingest(rulebook_copy: Path, warm_data_dir: Path,
+                                                             chroma_server: str) -> None:
+    rulebook_ingest(rulebook_copy, warm_data_dir, chroma_server)
+    env = {"RULEBOOK_CHROMA_URL": chroma_server}
+    servers = [Server(warm_data_dir, env), Server(warm_data_dir, env)]
+    try:
+        first = {generation_of(s) for s in servers}
+        assert len(first) == 1
+        assert not (warm_data_dir / "generations" / first.pop() / "chroma").exists()  # vectors live on the server
+
+        failures: list[str] = []
+        answered = [0, 0]
+        stop = threading.Event()
+
+        def load(i: int) -> None:
+            n = 0
+            while not stop.is_set() and n < 400:
+                status, body = servers[i].ask(QUESTIONS[n % len(QUESTIONS)])
+                n += 1
+                if status != 200 or not body.get("grounded"):
+                    failures.append(f"server {i}: {status} {body.get('error') or body.get('answer')}")
+                else:
+                    answered[i] += 1
+
+        threads = [threading.Thread(target=load, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        before = generation_of(servers[0])
+        edited = rulebook_copy / "客户服务标准.md"
+        for k in range(4):  # four generations: the oldest ones must leave the Chroma server as well
+            edited.write_text(edited.read_text(encoding="utf-8") + f"\n\n附：第{k + 1}次修订说明。\n", encoding="utf-8")
+            rulebook_ingest(rulebook_copy, warm_data_dir, chroma_server)
+        current = (warm_data_dir / "CURRENT").read_text(encoding="utf-8").strip()
+        time.sleep(1.0)  # let each server pick the new generation up on its next question
+        stop.set()
+        for t in threads:
+            t.join(timeout=120)
+        assert not failures, failures[:5]
+        assert min(answered) >= 5, answered
+        for s in servers:  # both switched without a restart
+            s.ask(QUESTIONS[0])
+            assert generation_of(s) == current != before
+        names = server_collections(chroma_server)
+        assert f"rulebook-{current}" in names
+        assert f"rulebook-{before}" not in names  # replaced generations are dropped from the server too
+        assert len(names) <= 3, names
+    finally:
+        for s in servers:
+            s.close()
