@@ -25,13 +25,13 @@ def free_port() -> int:
 class Server:
     """`rulebook serve` as a real process on a free 127.0.0.1 port."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.root = f"http://127.0.0.1:{self.port}"
         full_env = {**os.environ, "RULEBOOK_RATE_LIMIT_PER_MINUTE": "0", **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "assistant.adapters.cli", "serve", "--data-dir", str(data_dir),
-             "--port", str(self.port)],
+             "--port", str(self.port), *args],
             cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 90

@@ -124,3 +124,34 @@ def test_two_servers_share_a_chroma_server_through_an_ingest(rulebook_copy: Path
     finally:
         for s in servers:
             s.close()
+
+
+@pytest.mark.slow
+def test_workers_answer_from_one_index_into_one_records_file(rulebook_copy: Path, warm_data_dir: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from assistant.records import Records
+    from ingest.pipeline import ingest
+
+    from .conftest import make_settings
+
+    ingest(rulebook_copy, make_settings(warm_data_dir))
+    server = Server(warm_data_dir, args=("--workers", "2"))
+    try:
+        deadline = time.monotonic() + 120  # /healthz answers as soon as one worker is up
+        children: list[str] = []
+        while time.monotonic() < deadline:
+            children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split()
+            if len(children) >= 2 and all(server.get("/readyz")[0] == 200 for _ in range(4)):
+                break
+            time.sleep(0.5)
+        assert len(children) >= 2, children  # the uvicorn supervisor and its worker processes
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda i: server.ask(QUESTIONS[i % len(QUESTIONS)]), range(40)))
+        assert [status for status, _ in results] == [200] * 40
+        assert all(body["grounded"] for _, body in results)
+        records = Records(warm_data_dir / "records.sqlite")
+        ids = {body["answer_id"] for _, body in results}
+        assert all(records.answer_exists(i) for i in ids) and len(ids) == 40  # every worker's writes landed
+    finally:
+        server.close()

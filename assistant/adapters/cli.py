@@ -267,6 +267,8 @@ def serve(
     data_dir: DataDir = None,
     host: Annotated[str | None, typer.Option(help="Interface to listen on (RULEBOOK_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (RULEBOOK_PORT).")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes, each serving the current "
+                                         "index (uvicorn workers); 1 = one process.")] = 1,
 ) -> None:
     """Serve the HTTP API and the chat page.
 
@@ -280,18 +282,28 @@ def serve(
         err.print("[red]error:[/red] the web server is not installed: " + escape("pip install -e '.[web]'"))
         raise typer.Exit(1) from None
     settings = _run(lambda: load_settings(data_dir=data_dir, host=host, port=port))
+    # X-Forwarded-For is believed only from the proxies named in RULEBOOK_FORWARDED_ALLOW_IPS: from
+    # anyone else a fresh header per request would be a fresh rate-limit bucket.
+    proxies = [ip.strip() for ip in settings.forwarded_allow_ips.split(",") if ip.strip()]
+    options: dict[str, Any] = {"host": settings.host, "port": settings.port, "log_level": "warning",
+                               "proxy_headers": bool(proxies), "forwarded_allow_ips": proxies or None}
+    shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    where = f"[bold]http://{shown}:{settings.port}/[/bold]  (API docs: http://{shown}:{settings.port}/docs)"
+    if workers > 1:
+        # Each worker is a fresh process that builds the app from the environment: hand it the
+        # settings resolved here (command-line options included).
+        import os
+
+        os.environ["RULEBOOK_DATA_DIR"] = str(Path(settings.data_dir).resolve())
+        out.print(f"rulebook is serving on {where} with {workers} workers")
+        uvicorn.run("assistant.adapters.web:app_from_environment", factory=True, workers=workers, **options)
+        return
     web_app = _run(lambda: create_app(settings))
     ok, detail = web_app.state.assistant.ready()
     if not ok:
         err.print(f"[yellow]warning:[/yellow] {detail} (the server starts; /readyz says 503 until then)")
-    shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    out.print(f"rulebook is serving on [bold]http://{shown}:{settings.port}/[/bold]  "
-              f"(API docs: http://{shown}:{settings.port}/docs)")
-    # X-Forwarded-For is believed only from the proxies named in RULEBOOK_FORWARDED_ALLOW_IPS: from
-    # anyone else a fresh header per request would be a fresh rate-limit bucket.
-    proxies = [ip.strip() for ip in settings.forwarded_allow_ips.split(",") if ip.strip()]
-    uvicorn.run(web_app, host=settings.host, port=settings.port, log_level="warning",
-                proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)
+    out.print(f"rulebook is serving on {where}")
+    uvicorn.run(web_app, **options)
 
 
 @app.command()

@@ -429,5 +429,12 @@ EXAMPLES = ["客户咨询多久内要答复？", "系统故障多长时间内必
             "出差住酒店每晚最多报销多少？", "How many days of annual leave do I get?"]
 
 
+def app_from_environment() -> FastAPI:
+    """The app of one worker of `rulebook serve --workers N`, from `RULEBOOK_*` settings."""
+    from assistant.config import load_settings
+
+    return create_app(load_settings())
+
+
 def records_path(settings: Settings) -> Path:
     return Path(settings.data_dir) / "records.sqlite"
