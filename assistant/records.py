@@ -98,6 +98,13 @@ class Records:
                                    (conversation_id,)).fetchone()
         return row is not None
 
+    def latest_answer_id(self, conversation_id: str) -> str | None:
+        """The id of the newest answer in a conversation (what a bare 👍 in a chat rates)."""
+        with self._lock:
+            row = self._db.execute("SELECT answer_id FROM answers WHERE conversation_id = ? "
+                                   "ORDER BY created DESC LIMIT 1", (conversation_id,)).fetchone()
+        return row[0] if row else None
+
     def answer_exists(self, answer_id: str) -> bool:
         with self._lock:
             row = self._db.execute("SELECT 1 FROM answers WHERE answer_id = ?", (answer_id,)).fetchone()
