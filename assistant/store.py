@@ -12,11 +12,15 @@ ingest removes. (Directories are never renamed: Chroma keeps its files open.)
 Readers (CLI, web, Slack) open whatever `CURRENT` names and can re-check it cheaply to switch.
 Chroma's embedded store is not process-safe, so each generation has its own directory that only
 one ingest ever writes; with `RULEBOOK_CHROMA_URL` the generation is a collection on that server.
+A new embedded generation starts as a copy of the served generation's vector store (copy-on-write):
+only the vectors of new or changed chunks are inserted and those of removed ones deleted, so a
+re-ingest that changes one file costs that file, not the whole rulebook.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -29,6 +33,8 @@ import numpy as np
 
 from assistant.errors import IndexMismatch, IndexNotBuilt
 from assistant.schema import Chunk, Clause
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -114,6 +120,10 @@ class VectorStore:
         res = self._col.query(query_embeddings=[vector], n_results=n, include=["distances"])
         return [(cid, 1.0 - float(d)) for cid, d in zip(res["ids"][0], res["distances"][0],
                                                           strict=True)]
+
+    def delete(self, ids: list[str]) -> None:
+        for i in range(0, len(ids), 1000):
+            self._col.delete(ids=ids[i : i + 1000])
 
     def get_vectors(self, ids: list[str]) -> np.ndarray:
         res = self._col.get(ids=ids, include=["embeddings"])
@@ -221,7 +231,46 @@ class IndexWriter:
         self.db.executescript(SCHEMA)
         self.set_meta("embedder", embedder_name)
         self.set_meta("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        # chunk id → (text, context) of the vectors copied from the served generation
+        self.base: dict[str, tuple[str, str]] | None = None
+        if not chroma_url:
+            self.base = self._copy_current_vectors(embedder_name)
         self.vectors = VectorStore(self.dir, self.name, chroma_url, create=True)
+        self.vectors_carried = 0
+        self.vectors_inserted = 0
+
+    def _copy_current_vectors(self, embedder_name: str) -> dict[str, tuple[str, str]] | None:
+        """Start this generation's embedded store as a copy of the served one's, renamed; None (and
+        a fresh store) when there is none, it was built with another embedder, or copying fails."""
+        prev = self.layout.current()
+        if prev is None:
+            return None
+        source = self.layout.gen_dir(prev)
+        try:
+            db = sqlite3.connect(f"file:{source / 'index.sqlite'}?mode=ro", uri=True)
+            try:
+                meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+                if json.loads(meta.get("embedder", "null")) != embedder_name:
+                    return None
+                base = {r[0]: (r[1], r[2]) for r in db.execute("SELECT chunk_id, text, context FROM chunks")}
+            finally:
+                db.close()
+            _copy_chroma(source / "chroma", self.dir / "chroma")
+            import chromadb
+
+            client = chromadb.PersistentClient(path=str(self.dir / "chroma"), settings=_chroma_settings())
+            try:
+                col = client.get_collection(_collection_name(prev), embedding_function=None)
+                if col.count() != len(base):
+                    raise ValueError(f"{col.count()} vectors for {len(base)} chunks")
+                col.modify(name=_collection_name(self.name))
+            finally:
+                client.close()
+            return base
+        except Exception as exc:  # a fresh store is always correct, only slower
+            log.warning("vectors of %s not reused (%s); inserting all", prev, exc)
+            shutil.rmtree(self.dir / "chroma", ignore_errors=True)
+            return None
 
     def set_meta(self, key: str, value: Any) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
@@ -245,8 +294,23 @@ class IndexWriter:
             rows.append((ch.chunk_id, ch.clause_id, n, ch.text, ch.context))
         self.db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?)", rows)
 
-    def add_vectors(self, chunk_ids: list[str], vectors: np.ndarray, clause_ids: list[str]) -> None:
-        self.vectors.add(chunk_ids, vectors, clause_ids)
+    def needs_vector(self, chunks: list[Chunk]) -> list[int]:
+        """Positions of the chunks whose vector the copied store does not already hold (all of them
+        without a copy): a chunk is reused only when its id, text and context are unchanged."""
+        if self.base is None:
+            return list(range(len(chunks)))
+        return [i for i, ch in enumerate(chunks) if self.base.get(ch.chunk_id) != (ch.text, ch.context)]
+
+    def add_vectors(self, chunks: list[Chunk], positions: list[int], vectors: np.ndarray) -> None:
+        """Store the vectors of `chunks[positions]` (in that order) and drop the copied vectors that
+        no chunk of this generation uses any more."""
+        if self.base is not None:
+            wanted = {ch.chunk_id: (ch.text, ch.context) for ch in chunks}
+            self.vectors.delete([cid for cid, tc in self.base.items() if wanted.get(cid) != tc])
+        self.vectors.add([chunks[i].chunk_id for i in positions], vectors,
+                         [chunks[i].clause_id for i in positions])
+        self.vectors_inserted = len(positions)
+        self.vectors_carried = len(chunks) - len(positions)
 
     def commit(self) -> str:
         self.db.commit()
@@ -263,6 +327,21 @@ class IndexWriter:
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
             VectorStore.drop(self.name, self.chroma_url)
+
+
+def _copy_chroma(source: Path, dest: Path) -> None:
+    """Copy an embedded Chroma directory that readers may have open (nobody writes it: its ingest
+    has finished): SQLite files through SQLite's online backup, so the copy is consistent whatever
+    the readers' connections hold; the vector segment files as they are."""
+    def copy(src: str, dst: str) -> None:
+        if src.endswith(".sqlite3"):
+            with sqlite3.connect(f"file:{src}?mode=ro", uri=True) as a, sqlite3.connect(dst) as b:
+                a.backup(b)
+            return
+        shutil.copy2(src, dst)
+
+    shutil.copytree(source, dest, copy_function=copy,
+                    ignore=shutil.ignore_patterns("*.sqlite3-wal", "*.sqlite3-shm", "*.sqlite3-journal"))
 
 
 def read_documents(db_path: Path) -> dict[str, DocumentRow]:

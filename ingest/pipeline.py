@@ -58,6 +58,7 @@ class IngestReport:
     skipped: list[dict[str, str]] = field(default_factory=list)
     cut: list[dict[str, str]] = field(default_factory=list)  # indexed, but only in part (see loaders.Limits)
     embedded: int = 0
+    vectors_reused: int = 0  # vectors carried over from the served generation's store, not re-inserted
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
@@ -286,7 +287,8 @@ def _build(writer: IndexWriter, directory: Path, present: dict[str, Path], to_re
 
     from assistant.embeddings import EmbeddingCache, make_embedder
 
-    texts = [embed_text(ch) for ch in all_chunks]
+    positions = writer.needs_vector(all_chunks)  # the rest are in the copied vector store already
+    texts = [embed_text(all_chunks[i]) for i in positions]
     cache = EmbeddingCache(writer.layout.cache)
     try:
         progress.start("Embedding", len(set(texts)))
@@ -297,8 +299,8 @@ def _build(writer: IndexWriter, directory: Path, present: dict[str, Path], to_re
     finally:
         cache.close()
     progress.start("Indexing", 1)
-    writer.add_vectors([ch.chunk_id for ch in all_chunks], vectors,
-                       [ch.clause_id for ch in all_chunks])
+    writer.add_vectors(all_chunks, positions, vectors)
+    report.vectors_reused = writer.vectors_carried
     writer.set_meta("counts", {"documents": report.documents, "clauses": report.clauses,
                                "chunks": report.chunks})
     progress.advance()

@@ -180,3 +180,56 @@ def test_generations_are_garbage_collected(rulebook_copy: Path, warm_data_dir: P
     layout = Layout(warm_data_dir)
     assert len(list(layout.generations.iterdir())) == 3
     assert layout.current() == sorted(os.listdir(layout.generations))[-1]
+
+
+def _vectors(data_dir: Path) -> dict[str, list[float]]:
+    """Chunk id → vector of the generation being served, read from its Chroma store."""
+    import chromadb
+
+    layout = Layout(data_dir)
+    name = layout.current()
+    assert name is not None
+    client = chromadb.PersistentClient(path=str(layout.gen_dir(name) / "chroma"))
+    try:
+        got = client.get_collection(f"rulebook-{name}").get(include=["embeddings"])
+        return {i: list(map(float, v)) for i, v in zip(got["ids"], got["embeddings"], strict=True)}
+    finally:
+        client.close()
+
+
+def test_a_one_file_change_reuses_the_other_vectors_and_matches_a_fresh_build(
+        rulebook_copy: Path, warm_data_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from assistant.store import read_documents
+
+    settings = make_settings(warm_data_dir)
+    first = ingest(rulebook_copy, settings)
+    assert first.vectors_reused == 0  # nothing to copy from
+    edited = rulebook_copy / "客户服务标准.md"
+    edited.write_text(edited.read_text(encoding="utf-8").replace("24小时", "12小时"), encoding="utf-8")
+    (rulebook_copy / "费用报销管理办法.txt").unlink()
+    second = ingest(rulebook_copy, settings)
+    assert second.vectors_reused > 0
+    inserted = second.chunks - second.vectors_reused
+    assert 0 < inserted < second.chunks / 4  # only the edited clauses' chunks went in again
+    # The same vectors as a build from scratch: none missing, none left from the deleted file or the
+    # old wording.
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    shutil.copy(warm_data_dir / "cache.sqlite", fresh / "cache.sqlite")
+    ingest(rulebook_copy, make_settings(fresh))
+    reused, rebuilt = _vectors(warm_data_dir), _vectors(fresh)
+    assert set(reused) == set(rebuilt)
+    assert all(abs(a - b) < 1e-6 for k in rebuilt for a, b in zip(reused[k], rebuilt[k], strict=True))
+    answer = build_assistant(settings).answer("客户咨询多久内要答复？")
+    assert answer.grounded and "12小时" in answer.answer
+    # A title change moves every chunk's context: none of that document's vectors may be reused.
+    text = edited.read_text(encoding="utf-8")
+    title = text.splitlines()[0]
+    edited.write_text(text.replace(title, title + "（修订版）", 1), encoding="utf-8")
+    third = ingest(rulebook_copy, settings)
+    layout = Layout(warm_data_dir)
+    n_doc = read_documents(layout.gen_dir(third.generation) / "index.sqlite")["客户服务标准.md"].n_chunks
+    assert third.chunks - third.vectors_reused == n_doc
+    assert len(_vectors(warm_data_dir)) == third.chunks

@@ -104,7 +104,7 @@ def ingest(
                         ("chunks", report.chunks), ("added", len(report.added)),
                         ("updated", len(report.updated)), ("removed", len(report.removed)),
                         ("unchanged", len(report.unchanged)), ("skipped", len(report.skipped)),
-                        ("embedded", report.embedded)):
+                        ("embedded", report.embedded), ("vectors reused", report.vectors_reused)):
         table.add_row(name, str(value))
     out.print(table)
     for s in report.skipped:  # file names and reasons are text, not rich markup
