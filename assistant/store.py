@@ -14,17 +14,23 @@ Chroma's embedded store is not process-safe, so each generation has its own dire
 one ingest ever writes; with `RULEBOOK_CHROMA_URL` the generation is a collection on that server.
 A new embedded generation starts as a copy of the served generation's vector store (copy-on-write):
 only the vectors of new or changed chunks are inserted and those of removed ones deleted, so a
-re-ingest that changes one file costs that file, not the whole rulebook.
+re-ingest that changes one file costs that file, not the whole rulebook. On a Chroma server (where
+collections cannot be copied) the generations share one collection whose vector ids name the
+chunk and its context (`vector_id`); a generation inserts only the vectors it lacks, each reader
+ignores vectors that are not its generation's, and vectors no kept generation uses are deleted when
+old generations are removed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
 import sqlite3
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,24 +85,40 @@ def _collection_name(generation: str) -> str:
     return f"rulebook-{generation}"
 
 
-class VectorStore:
-    """Chunk vectors of one generation in Chroma (cosine space, embeddings always supplied)."""
+def vector_id(chunk: Chunk) -> str:
+    """A chunk's vector id in a collection shared by generations: the chunk id (which already hashes
+    the clause, position and text) and a hash of the context embedded with it (document › path)."""
+    return f"{chunk.chunk_id}.{hashlib.sha1(chunk.context.encode('utf-8')).hexdigest()[:8]}"
 
-    def __init__(self, gen_dir: Path, generation: str, chroma_url: str | None, create: bool):
+
+def _http_client(chroma_url: str):  # type: ignore[no-untyped-def]
+    from urllib.parse import urlparse
+
+    import chromadb
+
+    u = urlparse(chroma_url)
+    return chromadb.HttpClient(host=u.hostname or "127.0.0.1", port=u.port or 8000, ssl=u.scheme == "https",
+                               settings=_chroma_settings())
+
+
+class VectorStore:
+    """Chunk vectors of one generation in Chroma (cosine space, embeddings always supplied).
+
+    With `vector_ids` (chunk id → vector id) the collection is shared by generations: queries
+    return only this generation's chunks, by chunk id, and vectors are read by chunk id."""
+
+    def __init__(self, gen_dir: Path, generation: str, chroma_url: str | None, create: bool,
+                 collection: str | None = None, vector_ids: dict[str, str] | None = None):
         import chromadb
 
         if chroma_url:
-            from urllib.parse import urlparse
-
-            u = urlparse(chroma_url)
-            self._client = chromadb.HttpClient(
-                host=u.hostname or "127.0.0.1", port=u.port or 8000, ssl=u.scheme == "https",
-                settings=_chroma_settings(),
-            )
+            self._client = _http_client(chroma_url)
         else:
             self._client = chromadb.PersistentClient(path=str(gen_dir / "chroma"),
                                                      settings=_chroma_settings())
-        name = _collection_name(generation)
+        self._vid = vector_ids
+        self._cid = {v: k for k, v in vector_ids.items()} if vector_ids is not None else None
+        name = collection or _collection_name(generation)
         if create:
             self._col = self._client.get_or_create_collection(
                 name, metadata={"hnsw:space": "cosine"}, embedding_function=None
@@ -118,14 +140,35 @@ class VectorStore:
         if n <= 0:
             return []
         res = self._col.query(query_embeddings=[vector], n_results=n, include=["distances"])
-        return [(cid, 1.0 - float(d)) for cid, d in zip(res["ids"][0], res["distances"][0],
-                                                          strict=True)]
+        pairs = zip(res["ids"][0], res["distances"][0], strict=True)
+        if self._cid is None:
+            return [(cid, 1.0 - float(d)) for cid, d in pairs]
+        # A shared collection also holds other generations' vectors: only this one's count.
+        return [(self._cid[vid], 1.0 - float(d)) for vid, d in pairs if vid in self._cid]
+
+    def ids(self) -> set[str]:
+        """Every vector id in the collection."""
+        return VectorStore.ids_of(self._col)
+
+    @staticmethod
+    def ids_of(col: Any) -> set[str]:
+        out: set[str] = set()
+        offset = 0
+        while True:
+            got = col.get(include=[], limit=10_000, offset=offset)["ids"]
+            out.update(got)
+            if len(got) < 10_000:
+                return out
+            offset += len(got)
 
     def delete(self, ids: list[str]) -> None:
         for i in range(0, len(ids), 1000):
             self._col.delete(ids=ids[i : i + 1000])
 
     def get_vectors(self, ids: list[str]) -> np.ndarray:
+        """Vectors of chunks, by chunk id, in that order."""
+        if self._vid is not None:
+            ids = [self._vid[i] for i in ids]
         res = self._col.get(ids=ids, include=["embeddings"])
         by_id = dict(zip(res["ids"], res["embeddings"], strict=True))
         return np.asarray([by_id[i] for i in ids], dtype=np.float32)
@@ -151,16 +194,10 @@ class VectorStore:
         """Remove a generation's collection from a Chroma server (embedded ones go with the dir)."""
         if not chroma_url:
             return
-        from urllib.parse import urlparse
-
-        import chromadb
-
-        u = urlparse(chroma_url)
-        client = chromadb.HttpClient(host=u.hostname or "127.0.0.1", port=u.port or 8000,
-                                     settings=_chroma_settings())
+        client = _http_client(chroma_url)
         try:
             client.delete_collection(_collection_name(generation))
-        except Exception:  # already gone
+        except Exception:  # already gone, or the generation used the shared collection
             pass
 
 
@@ -216,6 +253,38 @@ class Layout:
             if name != current:
                 VectorStore.drop(name, chroma_url)
                 shutil.rmtree(self.gen_dir(name), ignore_errors=True)
+        if chroma_url:
+            self._collect_shared_vectors(chroma_url)
+
+    def _collect_shared_vectors(self, chroma_url: str) -> None:
+        """Delete from each shared collection the vectors that no remaining generation uses."""
+        keep: dict[str, set[str]] = {}
+        for name in sorted(p.name for p in self.generations.iterdir() if p.is_dir()):
+            path = self.gen_dir(name) / "index.sqlite"
+            if not path.exists():
+                continue
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                row = db.execute("SELECT value FROM meta WHERE key = 'vector_collection'").fetchone()
+                if row is None:
+                    continue
+                ids = keep.setdefault(json.loads(row[0]), set())
+                ids.update(vector_id(Chunk(chunk_id=r[0], clause_id="", text="", context=r[1]))
+                           for r in db.execute("SELECT chunk_id, context FROM chunks"))
+            except sqlite3.Error as exc:  # an unfinished generation being written: keep everything
+                log.warning("vectors not collected: %s unreadable (%s)", name, exc)
+                return
+            finally:
+                db.close()
+        client = _http_client(chroma_url)
+        for collection, used in keep.items():
+            try:
+                col = client.get_collection(collection, embedding_function=None)
+                stale = [i for i in VectorStore.ids_of(col) if i not in used]
+                for i in range(0, len(stale), 1000):
+                    col.delete(ids=stale[i : i + 1000])
+            except Exception as exc:  # collecting garbage must never fail an ingest
+                log.warning("stale vectors of %s not deleted: %s", collection, exc)
 
 
 class IndexWriter:
@@ -233,11 +302,32 @@ class IndexWriter:
         self.set_meta("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         # chunk id → (text, context) of the vectors copied from the served generation
         self.base: dict[str, tuple[str, str]] | None = None
-        if not chroma_url:
+        self.shared: set[str] | None = None  # vector ids already in the shared collection (server mode)
+        if chroma_url:
+            collection = self._shared_collection(embedder_name)
+            self.set_meta("vector_collection", collection)
+            self.vectors = VectorStore(self.dir, self.name, chroma_url, create=True, collection=collection)
+            self.shared = self.vectors.ids()
+        else:
             self.base = self._copy_current_vectors(embedder_name)
-        self.vectors = VectorStore(self.dir, self.name, chroma_url, create=True)
+            self.vectors = VectorStore(self.dir, self.name, chroma_url, create=True)
         self.vectors_carried = 0
         self.vectors_inserted = 0
+
+    def _shared_collection(self, embedder_name: str) -> str:
+        """The served generation's shared collection when it was built with the same embedder, else
+        a new one (vectors of two models never share a collection)."""
+        prev = self.layout.current()
+        if prev is not None:
+            path = self.layout.gen_dir(prev) / "index.sqlite"
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            finally:
+                db.close()
+            if "vector_collection" in meta and json.loads(meta.get("embedder", "null")) == embedder_name:
+                return str(json.loads(meta["vector_collection"]))
+        return f"rulebook-shared-{uuid.uuid4().hex[:12]}"
 
     def _copy_current_vectors(self, embedder_name: str) -> dict[str, tuple[str, str]] | None:
         """Start this generation's embedded store as a copy of the served one's, renamed; None (and
@@ -297,6 +387,8 @@ class IndexWriter:
     def needs_vector(self, chunks: list[Chunk]) -> list[int]:
         """Positions of the chunks whose vector the copied store does not already hold (all of them
         without a copy): a chunk is reused only when its id, text and context are unchanged."""
+        if self.shared is not None:
+            return [i for i, ch in enumerate(chunks) if vector_id(ch) not in self.shared]
         if self.base is None:
             return list(range(len(chunks)))
         return [i for i, ch in enumerate(chunks) if self.base.get(ch.chunk_id) != (ch.text, ch.context)]
@@ -307,8 +399,10 @@ class IndexWriter:
         if self.base is not None:
             wanted = {ch.chunk_id: (ch.text, ch.context) for ch in chunks}
             self.vectors.delete([cid for cid, tc in self.base.items() if wanted.get(cid) != tc])
-        self.vectors.add([chunks[i].chunk_id for i in positions], vectors,
-                         [chunks[i].clause_id for i in positions])
+        # In a shared collection other generations still use the vectors this one dropped: they go
+        # when those generations are removed (Layout.remove_stale).
+        ids = [vector_id(chunks[i]) if self.shared is not None else chunks[i].chunk_id for i in positions]
+        self.vectors.add(ids, vectors, [chunks[i].clause_id for i in positions])
         self.vectors_inserted = len(positions)
         self.vectors_carried = len(chunks) - len(positions)
 
@@ -405,7 +499,12 @@ class IndexSnapshot:
         self.chunks = [Chunk(chunk_id=a, clause_id=b, text=c, context=d) for a, b, c, d in chunk_rows]
         self.chunk_clause = np.array([self.by_id[c.clause_id] for c in self.chunks], dtype=np.int64)
         self.chunk_index = {c.chunk_id: i for i, c in enumerate(self.chunks)}
-        self.vectors = VectorStore(gen, name, chroma_url, create=False)
+        shared = meta.get("vector_collection")
+        if shared is not None and chroma_url:
+            self.vectors = VectorStore(gen, name, chroma_url, create=False, collection=shared,
+                                       vector_ids={c.chunk_id: vector_id(c) for c in self.chunks})
+        else:
+            self.vectors = VectorStore(gen, name, chroma_url, create=False)
 
     def close(self) -> None:
         """Release the vector store; the clauses and chunks in memory stay readable."""

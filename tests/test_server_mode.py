@@ -1,10 +1,11 @@
 """Several processes on one index through a real Chroma server (`chroma run`, started here):
-two `rulebook serve` processes answer without a single failed request while an ingest publishes
-a new generation, and both switch to it without a restart; replaced generations are dropped from
-the server too."""
+two `rulebook serve` processes answer without a single failed request while ingests publish new
+generations, and both switch without a restart; the generations share one collection, each ingest
+inserts only what changed, and vectors no kept generation uses are deleted."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,6 +15,8 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from urllib.parse import urlparse
 
 import pytest
 
@@ -51,11 +54,38 @@ def chroma_server(tmp_path: Path) -> Iterator[str]:
         proc.wait()
 
 
-def rulebook_ingest(corpus: Path, data_dir: Path, chroma_url: str) -> None:
+def rulebook_ingest(corpus: Path, data_dir: Path, chroma_url: str) -> SimpleNamespace:
     r = subprocess.run([sys.executable, "-m", "assistant.adapters.cli", "ingest", str(corpus), "--data-dir",
-                        str(data_dir)], cwd=ROOT, env={**os.environ, "RULEBOOK_CHROMA_URL": chroma_url},
+                        str(data_dir), "--json"], cwd=ROOT, env={**os.environ, "RULEBOOK_CHROMA_URL": chroma_url},
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
+    return SimpleNamespace(**json.loads(r.stdout))
+
+
+def stored_ids(chroma_url: str) -> set[str]:
+    import chromadb
+
+    from assistant.store import VectorStore
+
+    u = urlparse(chroma_url)
+    (col,) = chromadb.HttpClient(host=u.hostname, port=u.port).list_collections()
+    return VectorStore.ids_of(col)
+
+
+def kept_vector_ids(data_dir: Path) -> set[str]:
+    """The vector ids of every generation left on disk."""
+    import sqlite3
+
+    from assistant.schema import Chunk
+    from assistant.store import vector_id
+
+    out: set[str] = set()
+    for gen in (data_dir / "generations").iterdir():
+        db = sqlite3.connect(gen / "index.sqlite")
+        out.update(vector_id(Chunk(chunk_id=a, clause_id="", text="", context=b))
+                   for a, b in db.execute("SELECT chunk_id, context FROM chunks"))
+        db.close()
+    return out
 
 
 def generation_of(server: Server) -> str:
@@ -65,8 +95,6 @@ def generation_of(server: Server) -> str:
 
 
 def server_collections(chroma_url: str) -> list[str]:
-    from urllib.parse import urlparse
-
     import chromadb
 
     u = urlparse(chroma_url)
@@ -77,7 +105,7 @@ def server_collections(chroma_url: str) -> list[str]:
 @pytest.mark.slow
 def test_two_servers_share_a_chroma_server_through_an_ingest(rulebook_copy: Path, warm_data_dir: Path,
                                                              chroma_server: str) -> None:
-    rulebook_ingest(rulebook_copy, warm_data_dir, chroma_server)
+    reports = [rulebook_ingest(rulebook_copy, warm_data_dir, chroma_server)]
     env = {"RULEBOOK_CHROMA_URL": chroma_server}
     servers = [Server(warm_data_dir, env), Server(warm_data_dir, env)]
     try:
@@ -106,7 +134,7 @@ def test_two_servers_share_a_chroma_server_through_an_ingest(rulebook_copy: Path
         edited = rulebook_copy / "客户服务标准.md"
         for k in range(4):  # four generations: the oldest ones must leave the Chroma server as well
             edited.write_text(edited.read_text(encoding="utf-8") + f"\n\n附：第{k + 1}次修订说明。\n", encoding="utf-8")
-            rulebook_ingest(rulebook_copy, warm_data_dir, chroma_server)
+            reports.append(rulebook_ingest(rulebook_copy, warm_data_dir, chroma_server))
         current = (warm_data_dir / "CURRENT").read_text(encoding="utf-8").strip()
         time.sleep(1.0)  # let each server pick the new generation up on its next question
         stop.set()
@@ -117,10 +145,12 @@ def test_two_servers_share_a_chroma_server_through_an_ingest(rulebook_copy: Path
         for s in servers:  # both switched without a restart
             s.ask(QUESTIONS[0])
             assert generation_of(s) == current != before
-        names = server_collections(chroma_server)
-        assert f"rulebook-{current}" in names
-        assert f"rulebook-{before}" not in names  # replaced generations are dropped from the server too
-        assert len(names) <= 3, names
+        # One collection shared by the generations; each ingest inserted only the edited file's
+        # vectors, and vectors no kept generation uses were deleted with the old generations.
+        assert len(server_collections(chroma_server)) == 1
+        assert all(r.vectors_reused > 0 and r.chunks - r.vectors_reused < r.chunks / 4 for r in reports[1:])
+        assert stored_ids(chroma_server) == kept_vector_ids(warm_data_dir)
+        assert not (warm_data_dir / "generations" / before).exists()
     finally:
         for s in servers:
             s.close()
