@@ -304,7 +304,8 @@ class ExtractiveComposer:
             c = hit.clause
             q = self.quote(c.text, evidence.plan)
             citations.append(Citation(n=n, clause_id=c.clause_id, document=c.document,
-                                      source=c.source, clause=c.label, path=c.path, quote=q))
+                                      source=c.source, clause=c.label, path=c.path, quote=q,
+                                      content_hash=c.content_hash))
             template = self.prompts.lang("answer_extractive" if n == 1 else "answer_also",
                                          evidence.chinese)
             label = c.label

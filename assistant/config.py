@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     learned: bool = Field(True, description="Use the resource written by `rulebook learn` when there is one.")
     learned_file: Path | None = Field(
         None, description="The resource written by `rulebook learn`; default `DATA_DIR/learned.npz`.")
+    history_days: int = Field(
+        0, ge=0, description="Keep clause versions this many days after they stopped being served "
+        "(`rulebook changes`, `rulebook audit`); 0 = forever.")
     prompts_dir: Path = Field(PROJECT_ROOT / "prompts")
 
     # LLM composer (optional)

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableLambda
@@ -428,8 +428,10 @@ class Assistant:
                           standalone_question=state["standalone"],
                           confidence=state["confidence"], generation=state["loaded"].generation,
                           outcome=outcome, checks=checks)
+        effective = state["loaded"].snapshot.effective
+        citations = tuple(replace(c, effective=effective.get(c.clause_id)) for c in draft.citations)
         return Answer(question=state["question"], grounded=True, answer=draft.text,
-                      citations=draft.citations, retrieved=retrieved, timings_ms=timings,
+                      citations=citations, retrieved=retrieved, timings_ms=timings,
                       standalone_question=state["standalone"], composer=draft.composer,
                       confidence=state["confidence"], generation=state["loaded"].generation,
                       outcome=state.get("outcome", "offline"), checks=checks)

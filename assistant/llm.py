@@ -335,7 +335,7 @@ class LLMComposer:
             # The quote is chosen by code from the clause, never copied from the model.
             quote = evidence.quote(c.text, evidence.plan) if evidence.quote else c.text[:200]
             citations.append(Citation(n=n, clause_id=c.clause_id, document=c.document, source=c.source,
-                                      clause=c.label, path=c.path, quote=quote))
+                                      clause=c.label, path=c.path, quote=quote, content_hash=c.content_hash))
         for note in notes:
             log.warning("llm answer checked: %s", note)
         if not citations:

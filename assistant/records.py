@@ -92,6 +92,13 @@ class Records:
             row = self._db.execute("SELECT payload FROM answers WHERE answer_id = ?", (answer_id,)).fetchone()
         return json.loads(row[0]) if row else None
 
+    def answer_meta(self, answer_id: str) -> dict[str, object] | None:
+        """When, where and from which index generation an answer was given."""
+        with self._lock:
+            row = self._db.execute("SELECT created, channel, generation FROM answers WHERE answer_id = ?",
+                                   (answer_id,)).fetchone()
+        return None if row is None else {"created": row[0], "channel": row[1], "generation": row[2]}
+
     def has_conversation(self, conversation_id: str) -> bool:
         with self._lock:
             row = self._db.execute("SELECT 1 FROM answers WHERE conversation_id = ? LIMIT 1",

@@ -64,6 +64,8 @@ class Citation:
     clause: str
     path: tuple[str, ...]
     quote: str
+    content_hash: str = ""  # of the clause text quoted: `rulebook audit` finds that version later
+    effective: str | None = None  # YYYY-MM-DD the clause (or its document) takes effect, when stated
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -3,6 +3,7 @@
     DATA_DIR/
       CURRENT                  name of the generation being served, replaced atomically
       cache.sqlite             embedding cache (model, text hash) → vector, shared by generations
+      history.sqlite           every version of every clause and when it was served (assistant/history)
       ingest.lock              held by the one ingest that may write
       generations/gen-000007/  index.sqlite (documents, clauses, chunks, meta) + chroma/
 
@@ -209,6 +210,7 @@ class Layout:
         self.generations = self.root / "generations"
         self.current_file = self.root / "CURRENT"
         self.cache = self.root / "cache.sqlite"
+        self.history = self.root / "history.sqlite"
         self.lock = self.root / "ingest.lock"
 
     def current(self) -> str | None:
@@ -460,6 +462,15 @@ def read_rows(db_path: Path, source: str) -> tuple[list[Clause], list[Chunk]]:
         db.close()
 
 
+def read_clauses(db_path: Path) -> list[Clause]:
+    """Every clause of a generation, by document and position."""
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        return [_clause(r) for r in db.execute("SELECT * FROM clauses ORDER BY source, ordinal")]
+    finally:
+        db.close()
+
+
 def _clause(r: tuple) -> Clause:  # type: ignore[type-arg]
     return Clause(clause_id=r[0], source=r[1], document=r[2], label=r[3],
                   path=tuple(json.loads(r[4])), text=r[5], ordinal=r[6], content_hash=r[7])
@@ -499,6 +510,9 @@ class IndexSnapshot:
         self.chunks = [Chunk(chunk_id=a, clause_id=b, text=c, context=d) for a, b, c, d in chunk_rows]
         self.chunk_clause = np.array([self.by_id[c.clause_id] for c in self.chunks], dtype=np.int64)
         self.chunk_index = {c.chunk_id: i for i, c in enumerate(self.chunks)}
+        from assistant.effective import effective_dates
+
+        self.effective = effective_dates(self.clauses)  # clause id → YYYY-MM-DD, where stated
         shared = meta.get("vector_collection")
         if shared is not None and chroma_url:
             self.vectors = VectorStore(gen, name, chroma_url, create=False, collection=shared,

@@ -210,9 +210,34 @@ def ingest(directory: Path, settings: Settings, progress: Progress | None = None
             writer.abort()
             raise
         report.changed = True
+        _record_history(layout, prev, report.generation, settings)
         layout.remove_stale(settings.chroma_url)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _record_history(layout: Layout, prev: str | None, published: str, settings: Settings) -> None:
+    """Add the published generation to the clause history (the one it replaced first, when history
+    starts on an index that already existed). History never fails an ingest: the index is published."""
+    from assistant.effective import effective_dates
+    from assistant.history import ClauseHistory
+    from assistant.store import read_clauses
+
+    try:
+        history = ClauseHistory(layout.history)
+        try:
+            if prev is not None and not history.generations() and layout.is_complete(prev):
+                done = (layout.gen_dir(prev) / "COMPLETE").stat().st_mtime
+                history.record(prev, read_clauses(layout.gen_dir(prev) / "index.sqlite"), at=done)
+            clauses = read_clauses(layout.gen_dir(published) / "index.sqlite")
+            added, closed = history.record(published, clauses, effective_dates(clauses))
+            if settings.history_days:
+                history.forget_before(time.time() - settings.history_days * 86400)
+            log.info("history: %d clause versions added, %d closed", added, closed)
+        finally:
+            history.close()
+    except Exception:
+        log.exception("clause history not updated for %s", published)
 
 
 def file_limits(settings: Settings) -> Limits:

@@ -52,7 +52,9 @@ def test_answer_json_contract(sample_index: IndexedCorpus) -> None:
     assert set(d) == {"question", "grounded", "answer", "citations", "retrieved", "timings_ms"}
     assert d["grounded"] is True
     c = d["citations"][0]
-    assert set(c) == {"n", "clause_id", "document", "source", "clause", "path", "quote"}
+    assert set(c) == {"n", "clause_id", "document", "source", "clause", "path", "quote", "content_hash",
+                      "effective"}
+    assert len(c["content_hash"]) >= 16
     assert c["n"] == 1 and c["path"][-1] == c["clause"] and isinstance(c["path"], list)
     assert len(d["retrieved"]) >= 10
     assert set(d["retrieved"][0]) == {"clause_id", "source", "clause", "score"}

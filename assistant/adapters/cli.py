@@ -1,4 +1,4 @@
-"""`rulebook` command line: ingest, ask, eval, learn, serve, slack, feishu, dingtalk."""
+"""`rulebook` command line: ingest, ask, eval, learn, serve, changes, audit, slack, feishu, dingtalk."""
 
 from __future__ import annotations
 
@@ -325,6 +325,97 @@ def slack(data_dir: DataDir = None) -> None:
         raise typer.Exit(1) from None
     out.print("rulebook is connecting to Slack over Socket Mode (Ctrl+C to stop)")
     _run(lambda: run_socket_mode(settings))
+
+
+@app.command()
+def changes(
+    since: Annotated[str | None, typer.Option(
+        "--since", help="A date (YYYY-MM-DD) or a generation (gen-000012); default: the previous generation.")] = None,
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """What changed in the rulebook: added, removed, modified and moved clauses, by document.
+
+    Example: rulebook changes --since 2026-11-01
+    """
+    from assistant.changes import changes as compute
+    from assistant.history import ClauseHistory
+    from assistant.store import Layout
+
+    settings = _run(lambda: _settings(data_dir))
+    history = ClauseHistory(Layout(settings.data_dir).history)
+    try:
+        result = _run(lambda: compute(history, since))
+    finally:
+        history.close()
+    if as_json:
+        out.print_json(json.dumps(result, ensure_ascii=False))
+        return
+    items = result["changes"]
+    out.print(f"[bold]{len(items)} changes[/bold] from {escape(result['since'])} to {escape(result['until'])}")
+    marks = {"added": "[green]+ added[/green]", "removed": "[red]- removed[/red]",
+             "modified": "[yellow]~ modified[/yellow]", "moved": "[cyan]→ moved[/cyan]"}
+    document = None
+    for c in items:
+        if c["document"] != document:
+            document = c["document"]
+            out.print(f"\n[bold]{escape(document)}[/bold]  [dim]({escape(c['source'])})[/dim]")
+        where = escape(c["clause"])
+        if c["kind"] == "moved":
+            old = escape(f"{c['old_source']} {c['old_clause']}" if c["old_source"] != c["source"] else c["old_clause"])
+            where = f"{old} → {where}"
+        out.print(f"  {marks[c['kind']]} {where}")
+        text = c.get("diff") or (c["new_text"] if c["kind"] == "added" else c["old_text"] if c["kind"] == "removed"
+                                 else None)
+        if text:
+            out.print("    " + escape(text[:400]).replace("\n", "\n    "))
+
+
+@app.command()
+def audit(
+    answer_id: Annotated[str, typer.Argument(help="The answer_id an answer was given with.")],
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Show an earlier answer with the exact clause text it quoted then, and whether it changed since.
+
+    Example: rulebook audit 3f2a…
+    """
+    from assistant.adapters.web import records_path
+    from assistant.changes import audit as compute
+    from assistant.history import ClauseHistory
+    from assistant.records import Records
+    from assistant.store import Layout
+
+    settings = _run(lambda: _settings(data_dir))
+    records = Records(records_path(settings))
+    payload, meta = records.answer_payload(answer_id), records.answer_meta(answer_id)
+    if payload is None or meta is None:
+        err.print(f"[red]error:[/red] no answer with id {escape(answer_id)}")
+        raise typer.Exit(1)
+    history = ClauseHistory(Layout(settings.data_dir).history)
+    try:
+        result = compute(answer_id, payload, meta, records.citations(answer_id), history)
+    finally:
+        history.close()
+        records.close()
+    if as_json:
+        out.print_json(json.dumps(result, ensure_ascii=False))
+        return
+    import datetime as dt
+
+    asked = dt.datetime.fromtimestamp(float(result["asked_at"])).strftime("%Y-%m-%d %H:%M")
+    out.print(f"[bold]{escape(str(result['question']))}[/bold]  [dim]({asked}, {result['channel']}, "
+              f"{result['generation']})[/dim]")
+    out.print(escape(str(result["answer"])))
+    for c in result["citations"]:
+        style = {"unchanged": "green", "changed": "yellow", "moved": "cyan"}.get(c["status"], "red")
+        out.print(f"\n[bold][{c['n']}][/bold] {escape(c['source'])} {escape(c['clause'])}  "
+                  f"[{style}]{c['status']}[/{style}]")
+        if c["text_then"]:
+            out.print("  then: " + escape(c["text_then"]).replace("\n", "\n        "))
+        if c.get("diff"):
+            out.print("  since: " + escape(c["diff"]))
 
 
 @app.command()

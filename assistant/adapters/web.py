@@ -1,8 +1,9 @@
 """HTTP API and chat page over the assistant (`rulebook serve`).
 
 Routes (documented at /docs): POST /v1/ask, POST /v1/ask/stream (Server-Sent Events),
-GET /v1/clauses/{clause_id}, POST /v1/feedback, the OpenAI-compatible POST /v1/chat/completions and
-GET /v1/models, GET /healthz, GET /readyz, and the chat page at /.
+GET /v1/clauses/{clause_id}, POST /v1/feedback, GET /v1/changes, GET /v1/answers/{id}/audit, the
+OpenAI-compatible POST /v1/chat/completions and GET /v1/models, GET /healthz, GET /readyz, and the
+chat page at /.
 This module only converts: requests → `assistant.answer(...)` → JSON, and records each exchange.
 """
 
@@ -313,6 +314,40 @@ def create_app(settings: Settings, assistant: Any = None, records: Records | Non
             raise ApiError(409, "already_rated", "This answer already has feedback.")
         records.add_feedback(body.answer_id, body.rating, body.comment, channel="web")
         return {"ok": True}
+
+    def history() -> Any:
+        from assistant.history import ClauseHistory
+        from assistant.store import Layout
+
+        return ClauseHistory(Layout(settings.data_dir).history)
+
+    @app.get("/v1/changes", summary="What changed in the rulebook since a date or generation",
+             description="Added, removed, modified and moved clauses, by document, between `since` (YYYY-MM-DD or "
+             "a generation name; default: the previous generation) and the index served now.")
+    def changes(since: str | None = None, _client: str = Depends(guard)) -> dict[str, Any]:
+        from assistant.changes import ChangesError
+        from assistant.changes import changes as compute
+
+        h = history()
+        try:
+            return compute(h, since)
+        except ChangesError as exc:
+            raise ApiError(404 if since is None else 422, "no_changes", str(exc)) from exc
+        finally:
+            h.close()
+
+    @app.get("/v1/answers/{answer_id}/audit", summary="An earlier answer with the clause text it quoted then")
+    def audit(answer_id: str, _client: str = Depends(guard)) -> dict[str, Any]:
+        from assistant.changes import audit as compute
+
+        payload, meta = records.answer_payload(answer_id), records.answer_meta(answer_id)
+        if payload is None or meta is None:
+            raise ApiError(404, "unknown_answer", f"No answer with id {answer_id!r}.")
+        h = history()
+        try:
+            return compute(answer_id, payload, meta, records.citations(answer_id), h)
+        finally:
+            h.close()
 
     @app.get("/v1/models", summary="The rulebook as an OpenAI-compatible model list")
     def list_models(_client: str = Depends(guard)) -> dict[str, Any]:

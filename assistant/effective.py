@@ -1,0 +1,61 @@
+"""Effective dates as the documents state them (自2026年3月1日起施行, 生效日期：2026-03-01).
+
+A statement whose subject is the clause itself (本条、本款…) dates that clause; one about the whole
+document (本制度、本办法、本规范…, or no subject, as in a closing 附则 line) dates the document, and
+every clause of it without its own date. Only stated dates count: nothing is guessed from file
+times.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from assistant.schema import Clause
+
+_DATE = r"(\d{4})\s*[年\-/.]\s*(\d{1,2})\s*[月\-/.]\s*(\d{1,2})\s*日?"
+_STATED = re.compile(
+    rf"(?P<subject>本(?:条|款|项|节|章)|本[\u4e00-\u9fff]{{1,4}}?)?[^。；;\n]{{0,30}}?"
+    rf"(?:自\s*)?{_DATE}\s*(?:起|开始)?\s*(?:施行|执行|实施|生效|启用)")
+_LABELLED = re.compile(rf"(?:生效日期|施行日期|实施日期|执行日期)\s*[:：]?\s*{_DATE}")
+_OWN = ("本条", "本款", "本项", "本节", "本章")
+
+
+def _iso(y: str, m: str, d: str) -> str | None:
+    month, day = int(m), int(d)
+    if not (1 <= month <= 12 and 1 <= day <= 31):
+        return None
+    return f"{int(y):04d}-{month:02d}-{day:02d}"
+
+
+def stated(text: str) -> list[tuple[str, bool]]:
+    """(date, about this clause only) for every effective date stated in a clause's text."""
+    out: list[tuple[str, bool]] = []
+    for m in _STATED.finditer(text):
+        iso = _iso(m.group(2), m.group(3), m.group(4))
+        if iso:
+            out.append((iso, (m.group("subject") or "") in _OWN))
+    for m in _LABELLED.finditer(text):
+        iso = _iso(m.group(1), m.group(2), m.group(3))
+        if iso:
+            out.append((iso, False))
+    return out
+
+
+def effective_dates(clauses: Iterable[Clause]) -> dict[str, str]:
+    """Clause id → the date it takes effect, for the clauses whose document (or themselves) says."""
+    by_doc: dict[str, str] = {}
+    own: dict[str, str] = {}
+    clauses = list(clauses)
+    for c in clauses:
+        for iso, only_this in stated(c.text):
+            if only_this:
+                own[c.clause_id] = iso
+            else:
+                by_doc[c.source] = max(by_doc.get(c.source, iso), iso)  # a later revision's date wins
+    out: dict[str, str] = {}
+    for c in clauses:
+        date = own.get(c.clause_id) or by_doc.get(c.source)
+        if date:
+            out[c.clause_id] = date
+    return out

@@ -1,0 +1,122 @@
+"""Clause history: what changed between two versions of the sample rulebook, and an earlier answer
+reproduced with the clause text it quoted after the generation that served it is gone."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from assistant.adapters.cli import app as cli
+from assistant.adapters.web import create_app, records_path
+from assistant.changes import char_diff
+from assistant.core import build_assistant
+from assistant.effective import stated
+from assistant.records import Records
+from assistant.store import Layout
+from ingest.pipeline import ingest
+
+from .conftest import make_settings
+
+QUESTION = "客户咨询多久内要答复？"
+ADDED = "第三十二条　员工每年可以申请1天志愿服务假，须提前3个工作日报直属上级审批。本条自2027年1月1日起施行。"
+
+
+def revise(rules: Path) -> None:
+    """One clause edited, one added (with its own future date), one removed and the clauses after it
+    renumbered."""
+    service = rules / "客户服务标准.md"
+    text = service.read_text(encoding="utf-8")
+    service.write_text(text.replace("一般咨询在24小时内答复", "一般咨询在12小时内答复", 1), encoding="utf-8")
+    leave = rules / "考勤与休假制度.md"
+    leave.write_text(leave.read_text(encoding="utf-8").rstrip() + "\n\n" + ADDED + "\n", encoding="utf-8")
+    ops = rules / "运营管理规范.md"
+    lines = ops.read_text(encoding="utf-8").splitlines()
+    kept = [ln for ln in lines if not ln.startswith("第二十九条")]
+    renumbered = {"第三十条": "第二十九条", "第三十一条": "第三十条", "第三十二条": "第三十一条"}
+    out = []
+    for ln in kept:
+        for old, new in renumbered.items():
+            if ln.startswith(old + " "):
+                ln = new + ln[len(old):]
+        out.append(ln)
+    ops.write_text("\n".join(out) + "\n", encoding="utf-8")
+
+
+def run(*args: str) -> dict:
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_effective_dates_are_read_as_stated() -> None:
+    assert stated("第三十一条　本制度由人力资源部负责解释，自2026年3月1日起施行。") == [("2026-03-01", False)]
+    assert stated("本条自2027年1月1日起施行。") == [("2027-01-01", True)]
+    assert stated("生效日期：2026-04-01") == [("2026-04-01", False)]
+    assert stated("员工应当自费用发生之日起30日内提交报销申请。") == []
+    assert stated("重大变更正式生效前，应当在测试环境试运行。") == []
+
+
+def test_char_diff_shows_the_change_with_a_little_context() -> None:
+    assert char_diff("一般咨询在24小时内答复。", "一般咨询在12小时内答复。") == "一般咨询在[-24-]{+12+}小时内答复。"
+
+
+@pytest.mark.slow
+def test_changes_list_exactly_the_revision_and_audit_reproduces_an_old_answer(
+        rulebook_copy: Path, warm_data_dir: Path) -> None:
+    settings = make_settings(warm_data_dir)
+    first = ingest(rulebook_copy, settings)
+    records = Records(records_path(settings))
+    before = build_assistant(settings).answer(QUESTION)
+    assert before.grounded and "24小时" in before.citations[0].quote
+    cited = before.to_dict()["citations"][0]
+    assert cited["effective"] is None  # 客户服务标准 states no date
+    answer_id = records.add_answer(before, channel="web", conversation_id=None)
+
+    revise(rulebook_copy)
+    second = ingest(rulebook_copy, settings)
+    report = run("changes", "--data-dir", str(warm_data_dir), "--json")
+    assert (report["since"], report["until"]) == (first.generation, second.generation)
+    kinds = Counter(c["kind"] for c in report["changes"])
+    assert kinds == {"modified": 1, "added": 1, "removed": 1, "moved": 3}, report["changes"]
+    by_kind = {c["kind"]: c for c in report["changes"]}
+    modified = by_kind["modified"]
+    assert (modified["source"], modified["clause"]) == ("客户服务标准.md", "（一）咨询受理时限")
+    assert "[-24-]{+12+}" in modified["diff"]
+    added = by_kind["added"]
+    assert added["clause"] == "第三十二条" and added["effective"] == "2027-01-01" and added["old_text"] is None
+    removed = by_kind["removed"]
+    assert (removed["source"], removed["clause"], removed["new_text"]) == ("运营管理规范.md", "第二十九条", None)
+    moves = sorted((c["old_clause"], c["clause"]) for c in report["changes"] if c["kind"] == "moved")
+    assert moves == [("第三十一条", "第三十条"), ("第三十二条", "第三十一条"), ("第三十条", "第二十九条")]
+    assert all(c["source"] == c["old_source"] == "运营管理规范.md" for c in report["changes"] if c["kind"] == "moved")
+    # The renumbered closing clause keeps the document's date for every clause of it.
+    assert {c["effective"] for c in report["changes"] if c["kind"] == "moved"} == {"2026-03-15"}
+    # Since the first generation by name gives the same; since a date before history, everything is new.
+    assert run("changes", "--since", first.generation, "--data-dir", str(warm_data_dir), "--json")["changes"] == \
+        report["changes"]
+
+    # Three more generations: the one that served the answer is removed from disk.
+    readme = rulebook_copy / "员工行为准则.html"
+    for k in range(3):
+        readme.write_text(readme.read_text(encoding="utf-8") + f"\n<!-- {k} -->\n", encoding="utf-8")
+        ingest(rulebook_copy, settings)
+    assert not Layout(warm_data_dir).gen_dir(first.generation).exists()
+    audit = run("audit", answer_id, "--data-dir", str(warm_data_dir), "--json")
+    assert audit["question"] == QUESTION and audit["generation"] == first.generation
+    (c,) = [x for x in audit["citations"] if x["clause_id"] == cited["clause_id"]]
+    assert c["status"] == "changed" and "24小时" in c["text_then"] and "12小时" in c["current"]["text"]
+    assert "[-24-]{+12+}" in c["diff"]
+    # The same through the API.
+    web = TestClient(create_app(settings, assistant=build_assistant(settings), records=records))
+    assert web.get(f"/v1/answers/{answer_id}/audit").json()["citations"] == audit["citations"]
+    assert web.get("/v1/answers/nope/audit").status_code == 404
+    latest = web.get("/v1/changes").json()
+    assert latest["changes"] == []  # the last ingest changed no clause
+    assert Counter(c["kind"] for c in web.get("/v1/changes", params={"since": first.generation}).json()["changes"]) \
+        == kinds
+    assert web.get("/v1/changes", params={"since": "last tuesday"}).status_code == 422
