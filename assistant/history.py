@@ -31,8 +31,6 @@ CREATE TABLE IF NOT EXISTS versions (
     removed_generation TEXT, removed_at REAL,
     PRIMARY KEY (clause_id, content_hash, added_generation)
 );
-CREATE INDEX IF NOT EXISTS versions_alive ON versions (removed_at, added_at);
-CREATE INDEX IF NOT EXISTS versions_hash ON versions (content_hash);
 """
 
 
