@@ -92,3 +92,17 @@ def test_missing_sentence_transformers_model_is_a_config_error(tmp_path: Path) -
     _minilm_path()
     with pytest.raises(ConfigError, match="Cannot load"):
         make_embedder(f"sentence-transformers:{tmp_path / 'no-model-here'}")
+
+
+def test_openmp_threads_wait_passively_unless_the_environment_says_otherwise() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = "import assistant, os; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "PASSIVE"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "ACTIVE"
