@@ -136,6 +136,36 @@ def previous_release_section(metrics: dict[str, dict[str, Any]], path: Path) -> 
     return lines
 
 
+def scale_section(after: dict[str, Any], before: dict[str, Any] | None = None) -> list[str]:
+    """The scale benchmark (`python -m eval.benchmarks.scale`): one row per size and store mode,
+    with the earlier run (before copy-on-write vectors and passive OpenMP waiting) when given."""
+    def rows(saved: dict[str, Any], label: str) -> list[str]:
+        out = []
+        for r in saved["results"]:
+            lat, serve = r.get("latency") or {}, r.get("serve") or {}
+            out.append(f"| {label} | {r['clauses']:,} | {r['mode']} | {fmt(r['ingest']['seconds'])} | "
+                       f"{fmt(r['reingest_cli']['wall_s'])} | {fmt(lat.get('p50_ms'))} / {fmt(lat.get('p95_ms'))} | "
+                       f"{fmt(serve.get('http_p50_ms'))} / {fmt(serve.get('http_p95_ms'))} | "
+                       f"{fmt(serve.get('rss_mb'))} | {fmt(r['disk']['data_dir_mb'])} |")
+        return out
+
+    lines = ["", "## Scale: 1k, 10k and 100k clauses", "",
+             f"`python -m eval.benchmarks.scale` on {after['measured']}; method, caveats and the analysis in "
+             "[SCALE.md](SCALE.md). Synthetic rulebooks recombine real statute articles; above 1k the vectors "
+             "come from the embedding cache (each distinct text embedded once). Two cores shared with other work: "
+             "latencies include that contention.", "",
+             "| run | clauses | Chroma | ingest s | 1-file re-ingest s | answer p50 / p95 ms | over HTTP p50 / p95 ms "
+             "| serve RSS MB | disk MB |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    if before is not None:
+        lines += rows(before, "before")
+    lines += rows(after, "now")
+    lines += ["", "| target | now | status |", "|---|---:|---|"]
+    lines += [f"| {t['target']} | {fmt(t['value'])} | {t['status']} |" for t in after.get("targets", [])]
+    lines += ["", "![answer latency and serving memory against clause count](scale.svg)"]
+    return lines
+
+
 def build_report(data_dir: Path, cmrc: Path | None, stard: Path | None = None) -> str:
     settings = load_settings(data_dir=data_dir)
     make = assistant_factory()
@@ -167,6 +197,10 @@ def build_report(data_dir: Path, cmrc: Path | None, stard: Path | None = None) -
                   f"{fmt(c.get('ingest_s'))} |"]
     if stard and stard.exists():
         lines += stard_section(json.loads(stard.read_text(encoding="utf-8")))
+    if (HERE / "scale-results.json").exists():
+        before = HERE / "scale-results-before.json"
+        lines += scale_section(json.loads((HERE / "scale-results.json").read_text(encoding="utf-8")),
+                               json.loads(before.read_text(encoding="utf-8")) if before.exists() else None)
     # The labour-law sets have no unanswerable questions; the gate is judged on the others.
     gated: list[CaseResult] = [r for name, rs in result.results.items() if not name.startswith("labour_law")
                                for r in rs]

@@ -295,6 +295,9 @@ def serve(
         import os
 
         os.environ["RULEBOOK_DATA_DIR"] = str(Path(settings.data_dir).resolve())
+        # Requests run in parallel across workers: one embedder thread each, rather than every worker
+        # starting a thread per core and N workers fighting over the same cores.
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
         out.print(f"rulebook is serving on {where} with {workers} workers")
         uvicorn.run("assistant.adapters.web:app_from_environment", factory=True, workers=workers, **options)
         return
