@@ -35,7 +35,7 @@ from assistant.learned import LearnError, learned_for, resource_path
 from assistant.nearmiss import UnlistedKinds, states_no_rule
 from assistant.prompts import Prompts, load_prompts
 from assistant.retrieval import HybridSearcher, QueryPlan, default_synonym_files, load_synonyms
-from assistant.schema import Answer, Clause, Turn
+from assistant.schema import Answer, Citation, Clause, Turn
 from assistant.store import IndexSnapshot, Layout
 from assistant.text import Tokenizer, is_chinese, shared_tokenizer
 
@@ -389,6 +389,19 @@ class Assistant:
                 yield "delta", piece
         yield "done", answer
 
+    def _not_yet(self, text: str, citations: tuple[Citation, ...], state: dict) -> str:
+        """The answer, with a note for each cited clause whose stated effective date is still ahead:
+        such a rule is quoted, but never as the rule in force today."""
+        today = _today()
+        def shown(iso: str) -> str:
+            y, m, d = iso.split("-")
+            return f"{int(y)}年{int(m)}月{int(d)}日" if state["chinese"] else iso
+
+        notes = [self.prompts.render(self.prompts.lang("not_yet_effective", state["chinese"]),
+                                     document=c.document, clause=c.clause, date=shown(c.effective))
+                 for c in citations if c.effective and c.effective > today]
+        return "\n\n".join([text, *notes]) if notes else text
+
     def contact(self, state: dict) -> str:
         """Whom a refusal names: the owner of the closest topic when the clauses found agree on
         one (two of the best three in one document, close enough to be on topic), else the
@@ -430,11 +443,15 @@ class Assistant:
                           outcome=outcome, checks=checks)
         effective = state["loaded"].snapshot.effective
         citations = tuple(replace(c, effective=effective.get(c.clause_id)) for c in draft.citations)
-        return Answer(question=state["question"], grounded=True, answer=draft.text,
+        return Answer(question=state["question"], grounded=True, answer=self._not_yet(draft.text, citations, state),
                       citations=citations, retrieved=retrieved, timings_ms=timings,
                       standalone_question=state["standalone"], composer=draft.composer,
                       confidence=state["confidence"], generation=state["loaded"].generation,
                       outcome=state.get("outcome", "offline"), checks=checks)
+
+
+def _today() -> str:
+    return time.strftime("%Y-%m-%d")
 
 
 def build_assistant(settings: Settings, composer: Composer | None = None,

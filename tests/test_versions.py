@@ -120,3 +120,21 @@ def test_changes_list_exactly_the_revision_and_audit_reproduces_an_old_answer(
     assert Counter(c["kind"] for c in web.get("/v1/changes", params={"since": first.generation}).json()["changes"]) \
         == kinds
     assert web.get("/v1/changes", params={"since": "last tuesday"}).status_code == 422
+
+
+@pytest.mark.slow
+def test_a_rule_not_yet_in_force_is_quoted_with_its_date(rulebook_copy: Path, warm_data_dir: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = make_settings(warm_data_dir)
+    revise(rulebook_copy)
+    ingest(rulebook_copy, settings)
+    assistant = build_assistant(settings)
+    answer = assistant.answer("志愿服务假怎么申请？")
+    (c,) = [c for c in answer.citations if c.clause == "第三十二条"]
+    assert c.effective == "2027-01-01"
+    assert "第三十二条自2027年1月1日起施行，目前尚未生效" in answer.answer
+    # Once the date has come, the same rule is simply the rule.
+    import assistant.core as core
+
+    monkeypatch.setattr(core, "_today", lambda: "2027-01-02")
+    assert "尚未生效" not in assistant.answer("志愿服务假怎么申请？").answer
