@@ -29,6 +29,7 @@ from assistant.answering import (
     verify_citations,
 )
 from assistant.config import Settings
+from assistant.effective import asks_about_the_past
 from assistant.errors import ComposerError
 from assistant.followup import FollowUp, decide, with_context
 from assistant.learned import LearnError, learned_for, resource_path
@@ -293,6 +294,10 @@ class Assistant:
         # Clauses that state no rule (a preamble's approval line, a title) are listed in
         # `retrieved` for navigation but are never evidence.
         hits = tuple(h for h in result.hits if h.clause.clause_id not in loaded.navigation)
+        # A repealed document answers only questions about how things were, and then says so.
+        repealed = loaded.snapshot.superseded
+        if repealed and not asks_about_the_past(state["question"]):
+            hits = tuple(h for h in hits if h.clause.source not in repealed)
         state["chinese"] = is_chinese(state["question"])
         state["draft"] = None
         # Setting a preamble aside must not make the rest look better than retrieval found it.
@@ -390,16 +395,27 @@ class Assistant:
         yield "done", answer
 
     def _not_yet(self, text: str, citations: tuple[Citation, ...], state: dict) -> str:
-        """The answer, with a note for each cited clause whose stated effective date is still ahead:
-        such a rule is quoted, but never as the rule in force today."""
-        today = _today()
+        """The answer, with a note for each cited document that has been repealed (only questions
+        about the past cite one) and each cited clause whose stated effective date is still ahead:
+        such rules are quoted, but never as the rules in force today."""
+        chinese = state["chinese"]
+        repealed = state["loaded"].snapshot.superseded
+        notes: list[str] = []
+        for source in dict.fromkeys(c.source for c in citations if c.source in repealed):
+            c = next(c for c in citations if c.source == source)
+            by = repealed[source]
+            shown_by = (f"《{by}》" if chinese else f'"{by}"') if by else "-"
+            notes.append(self.prompts.render(self.prompts.lang("superseded", chinese), document=c.document,
+                                             by=shown_by))
+
         def shown(iso: str) -> str:
             y, m, d = iso.split("-")
-            return f"{int(y)}年{int(m)}月{int(d)}日" if state["chinese"] else iso
+            return f"{int(y)}年{int(m)}月{int(d)}日" if chinese else iso
 
-        notes = [self.prompts.render(self.prompts.lang("not_yet_effective", state["chinese"]),
-                                     document=c.document, clause=c.clause, date=shown(c.effective))
-                 for c in citations if c.effective and c.effective > today]
+        today = _today()
+        notes += [self.prompts.render(self.prompts.lang("not_yet_effective", chinese),
+                                      document=c.document, clause=c.clause, date=shown(c.effective))
+                  for c in citations if c.effective and c.effective > today]
         return "\n\n".join([text, *notes]) if notes else text
 
     def contact(self, state: dict) -> str:

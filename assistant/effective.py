@@ -59,3 +59,36 @@ def effective_dates(clauses: Iterable[Clause]) -> dict[str, str]:
         if date:
             out[c.clause_id] = date
     return out
+
+
+_REPLACES = re.compile(r"《([^》]{2,40})》\s*(?:同时|即行|自即日起|随之)?\s*(?:废止|作废|停止执行|不再执行|失效)")
+_SELF = re.compile(r"本(?:制度|办法|规定|规范|细则|准则|标准|守则|条例)\s*(?:已|现已|现|已经)\s*"
+                   r"(?:废止|作废|停止执行|失效)")
+_PAST = re.compile(r"以前|之前|从前|过去|原来|原先|旧版|老版|旧的|老的|废止前|修订前|改版前|曾经|当时|\d{4}\s*年版")
+
+
+def superseded(clauses: Iterable[Clause]) -> dict[str, str]:
+    """Source → what replaced it ("" when the document says it is repealed), for the documents of
+    the index that another document repeals by title (《运营管理办法》同时废止) or that say so of
+    themselves (本办法已废止)."""
+    clauses = list(clauses)
+    titles: dict[str, str] = {}  # source → title
+    for c in clauses:
+        titles.setdefault(c.source, c.document)
+    out: dict[str, str] = {}
+    for c in clauses:
+        if _SELF.search(c.text):
+            out.setdefault(c.source, "")
+        for m in _REPLACES.finditer(c.text):
+            named = m.group(1).strip()
+            for source, title in titles.items():
+                if source == c.source or len(named) < 4:
+                    continue
+                if named == title or named in title or (len(title) >= 4 and title in named):
+                    out[source] = c.document
+    return out
+
+
+def asks_about_the_past(question: str) -> bool:
+    """The question asks how things were (以前、旧版、2023年版…), not how they are."""
+    return bool(_PAST.search(question))

@@ -16,6 +16,8 @@ REQUIRED: dict[str, set[str]] = {
     "answer_also_en": {"document", "clause", "quote", "n"},
     "answer_several_zh": set(),
     "answer_several_en": set(),
+    "superseded_zh": {"document", "by"},
+    "superseded_en": {"document", "by"},
     "not_yet_effective_zh": {"document", "clause", "date"},
     "not_yet_effective_en": {"document", "clause", "date"},
     "refusal_zh": {"contact"},

@@ -510,9 +510,10 @@ class IndexSnapshot:
         self.chunks = [Chunk(chunk_id=a, clause_id=b, text=c, context=d) for a, b, c, d in chunk_rows]
         self.chunk_clause = np.array([self.by_id[c.clause_id] for c in self.chunks], dtype=np.int64)
         self.chunk_index = {c.chunk_id: i for i, c in enumerate(self.chunks)}
-        from assistant.effective import effective_dates
+        from assistant.effective import effective_dates, superseded
 
         self.effective = effective_dates(self.clauses)  # clause id → YYYY-MM-DD, where stated
+        self.superseded = superseded(self.clauses)  # source → the document that repealed it
         shared = meta.get("vector_collection")
         if shared is not None and chroma_url:
             self.vectors = VectorStore(gen, name, chroma_url, create=False, collection=shared,

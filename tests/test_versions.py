@@ -138,3 +138,27 @@ def test_a_rule_not_yet_in_force_is_quoted_with_its_date(rulebook_copy: Path, wa
 
     monkeypatch.setattr(core, "_today", lambda: "2027-01-02")
     assert "尚未生效" not in assistant.answer("志愿服务假怎么申请？").answer
+
+
+OLD_RULES = """# 运营管理办法（2023年版）
+
+第一条　值班经理每班8小时，白班8:00至16:00，中班16:00至24:00，夜班0:00至8:00。
+
+第二条　值班经理因故不能到岗的，应当提前48小时报运营部经理批准。
+"""
+
+
+@pytest.mark.slow
+def test_a_repealed_document_answers_only_questions_about_the_past(rulebook_copy: Path,
+                                                                   warm_data_dir: Path) -> None:
+    # 运营管理规范 第三十二条: "2023年版《运营管理办法》同时废止" — and here is that document.
+    (rulebook_copy / "运营管理办法2023.md").write_text(OLD_RULES, encoding="utf-8")
+    settings = make_settings(warm_data_dir)
+    ingest(rulebook_copy, settings)
+    assistant = build_assistant(settings)
+    now = assistant.answer("值班经理每班多长时间？")
+    assert now.grounded and all(c.source != "运营管理办法2023.md" for c in now.citations)
+    assert "12小时" in now.answer and "废止" not in now.answer
+    then = assistant.answer("以前的运营管理办法规定值班经理每班多长时间？")
+    assert then.grounded and then.citations[0].source == "运营管理办法2023.md"
+    assert "注意：《运营管理办法（2023年版）》已废止（取代它的是：《澄川科技运营管理规范》）" in then.answer
