@@ -204,7 +204,7 @@ def span(history: ClauseHistory, since: str | None, now: float | None = None) ->
     current = gens[-1][0]
     if since is None:
         if len(gens) < 2:
-            return Span(gens[-1][1] - 1e-6, "(before history)", now, current)
+            raise ChangesError("only one version of the rulebook has been indexed so far: nothing to compare yet")
         return Span(gens[-2][1], gens[-2][0], now, current)
     at = history.published_at(since)
     if at is not None:

@@ -130,3 +130,45 @@ def test_english_interface(server: tuple[str, Records], browser) -> None:  # typ
     assert page.locator("h1").inner_text() == "规章制度助手"
     page.close()
 
+
+
+def test_what_changed_view(browser, rulebook_copy: Path, warm_data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    import uvicorn
+
+    from assistant.adapters.web import create_app
+    from ingest.pipeline import ingest
+
+    settings = make_settings(warm_data_dir, rate_limit_per_minute=0)
+    ingest(rulebook_copy, settings)
+    app = create_app(settings, records=Records(warm_data_dir / "records.sqlite"))
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    page = browser.new_page(locale="zh-CN")
+    try:
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.click("#changes")  # one version only: nothing to compare yet
+        page.wait_for_selector(".msg.changes")
+        assert "还没有可以比较的修订" in page.locator(".msg.changes").last.inner_text()
+        service = rulebook_copy / "客户服务标准.md"
+        revised = service.read_text(encoding="utf-8").replace("一般咨询在24小时内答复", "一般咨询在12小时内答复", 1)
+        service.write_text(revised, encoding="utf-8")
+        ingest(rulebook_copy, settings)
+        page.click("#changes")
+        page.wait_for_selector(".msg.changes .change.modified")
+        view = page.locator(".msg.changes").last
+        text = view.inner_text()
+        assert "客户服务标准" in text and "修改" in text
+        assert view.locator("del").first.inner_text() == "24" and view.locator("ins").first.inner_text() == "12"
+        view.locator(".change.modified button").click()  # opens the clause as it reads now
+        page.wait_for_selector("#panel.open")
+        assert "12小时" in page.locator("#p-text").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "changes.png"), full_page=True)
+    finally:
+        page.close()
+        srv.should_exit = True
+        thread.join(timeout=10)
