@@ -248,3 +248,30 @@ def test_refusal_names_whom_to_ask(slack, fake: FakeSlack) -> None:  # type: ign
     (post,) = fake.wait_for("chat.postMessage")
     text = section_texts(post["blocks"])
     assert text.startswith(":warning:") and "人力资源部" in text
+
+
+def test_slash_command_changes_lists_what_changed(fake: FakeSlack, records: Records, rulebook_copy: Path,
+                                                  warm_data_dir: Path) -> None:
+    from ingest.pipeline import ingest
+
+    settings = make_settings(warm_data_dir, slack_bot_token="xoxb-test", slack_signing_secret=SECRET,
+                             slack_api_url=fake.api_url)
+    ingest(rulebook_copy, settings)
+    app = create_slack_app(settings, build_assistant(settings), records)
+
+    def changes(name: str) -> dict[str, Any]:
+        form = urlencode({"command": "/rules", "text": "changes", "user_id": "U1", "channel_id": "C1", "team_id": "T1",
+                          "response_url": fake.response_url(name), "trigger_id": "t", "token": "x"})
+        assert dispatch(app, form, content_type="application/x-www-form-urlencoded").status == 200
+        (reply,) = fake.wait_for(f"respond/{name}")
+        return reply
+
+    assert "No earlier version" in changes("c1")["text"]
+    service = rulebook_copy / "客户服务标准.md"
+    revised = service.read_text(encoding="utf-8").replace("一般咨询在24小时内答复", "一般咨询在12小时内答复", 1)
+    service.write_text(revised, encoding="utf-8")
+    ingest(rulebook_copy, settings)
+    reply = changes("c2")
+    assert reply["response_type"] == "ephemeral"
+    text = section_texts(reply["blocks"])
+    assert "客户服务标准" in text and "修改 changed" in text and "[-24-]{+12+}" in text

@@ -25,6 +25,7 @@ from assistant.adapters.slack_blocks import (
     ACTION_FULL_CLAUSE,
     ACTION_SHARE,
     answer_blocks,
+    changes_blocks,
     clause_blocks,
     fallback_text,
 )
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 _MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>")
 WORKING = "eyes"
+CHANGES_COMMANDS = {"changes", "what changed", "最近更新", "更新", "改了什么"}
 
 
 def _question(text: str) -> str:
@@ -95,6 +97,21 @@ def create_slack_app(settings: Settings, assistant: Any, records: Records,
             except SlackApiError as exc:
                 log.warning("could not remove the working reaction: %s", exc.response.get("error"))
 
+    def what_changed() -> dict[str, Any]:
+        """`/rules changes`: the served generation against the previous one."""
+        from assistant.changes import ChangesError, changes
+        from assistant.history import ClauseHistory
+        from assistant.store import Layout
+
+        history = ClauseHistory(Layout(settings.data_dir).history)
+        try:
+            result = changes(history)
+        except ChangesError:
+            return {"text": "还没有可以比较的修订。 No earlier version to compare with yet."}
+        finally:
+            history.close()
+        return {"text": f"最近更新 What changed: {len(result['changes'])}", "blocks": changes_blocks(result)}
+
     def first_delivery(body: dict[str, Any]) -> bool:
         event_id = body.get("event_id")
         if event_id and not records.claim_event(event_id):
@@ -139,7 +156,11 @@ def create_slack_app(settings: Settings, assistant: Any, records: Records,
         ack()
         question = (command.get("text") or "").strip()
         if not question:
-            respond(response_type="ephemeral", text="用法 Usage: /rules 年假可以留到明年用吗？")
+            respond(response_type="ephemeral",
+                    text="用法 Usage: /rules 年假可以留到明年用吗？  ·  /rules changes（最近更新）")
+            return
+        if question.lower() in CHANGES_COMMANDS:
+            respond(response_type="ephemeral", **what_changed())
             return
         try:
             d, answer_id = answer(question, f"slack:cmd:{uuid.uuid4().hex}")

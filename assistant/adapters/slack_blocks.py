@@ -84,3 +84,27 @@ def clause_blocks(clause: Clause) -> list[dict[str, Any]]:
 def fallback_text(answer: dict[str, Any]) -> str:
     """Plain text for notifications and clients that do not show blocks."""
     return _clip(str(answer["answer"]), 3000)
+
+
+CHANGE_KINDS = {"added": "新增 added", "removed": "删除 removed", "modified": "修改 changed", "moved": "移动 moved"}
+
+
+def changes_blocks(result: dict[str, Any], limit: int = 40) -> list[dict[str, Any]]:
+    """What changed (the `rulebook changes --json` object), one section per document."""
+    items = result["changes"]
+    blocks = [_section(f"*最近更新 What changed*  {escape(result['since'])} → {escape(result['until'])}"
+                       + ("" if items else "\n这次更新没有改动条款。 No clause changed."))]
+    by_doc: dict[str, list[str]] = {}
+    for c in items[:limit]:
+        where = c["clause"] if c["kind"] != "moved" else f"{c['old_clause']} → {c['clause']}"
+        detail = c.get("diff") or (c["new_text"] if c["kind"] == "added" else
+                                   c["old_text"] if c["kind"] == "removed" else "")
+        line = f"• _{CHANGE_KINDS[c['kind']]}_ {escape(where)}"
+        if detail:
+            line += "\n" + quote_block(_clip(detail, 300))
+        by_doc.setdefault(f"*{escape(c['document'])}*  ({escape(c['source'])})", []).append(line)
+    for heading, lines in by_doc.items():
+        blocks.append(_section(heading + "\n" + "\n".join(lines)))
+    if len(items) > limit:
+        blocks.append(_section(f"…及另外 {len(items) - limit} 处改动 and {len(items) - limit} more"))
+    return blocks[:BLOCK_LIMIT]
