@@ -24,6 +24,12 @@ MAX_PAIRS = 250_000  # beyond this many candidate pairs, only identical bodies a
 _LEAD = re.compile(r"^[\s　:：、，,.．]+")
 
 
+CHANGE_WORDS = {
+    "zh": {"added": "新增", "removed": "删除", "modified": "修改", "moved": "移动"},
+    "en": {"added": "added", "removed": "removed", "modified": "changed", "moved": "moved"},
+}
+
+
 class ChangesError(RulebookError):
     """No history yet, or `since` names no known generation or date."""
 
@@ -269,3 +275,24 @@ def _moved_to(old: Version, history: ClauseHistory) -> Version | None:
         if _body(v) == body:
             return v
     return None
+
+
+_ASKS = re.compile(r"(?:改了|修改了|变了|更新了|调整了|修订了|改动了|变更了)(?:什么|哪些|啥|哪里)|"
+                   r"有(?:什么|哪些|啥)(?:变化|改动|变动|调整|修改|更新)|"
+                   r"what(?:'s| has| have)? changed|what changes|what is new", re.IGNORECASE)
+
+
+def asks_what_changed(question: str) -> bool:
+    """The question asks what changed in the rules (考勤制度最近改了什么), not what they say."""
+    return bool(_ASKS.search(question))
+
+
+def latest_change(history: ClauseHistory, source: str, depth: int = 20) -> tuple[str, float, list[dict[str, Any]]]:
+    """The newest recorded update that changed `source`: (generation, when, its changes); empty
+    changes when none of the last `depth` updates touched it."""
+    gens = history.generations()
+    for i in range(len(gens) - 1, max(0, len(gens) - 1 - depth), -1):
+        found = diff(history.served_at(gens[i - 1][1], source), history.served_at(gens[i][1], source))
+        if found:
+            return gens[i][0], gens[i][1], found
+    return "", 0.0, []

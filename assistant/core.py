@@ -28,6 +28,7 @@ from assistant.answering import (
     missing_kinds,
     verify_citations,
 )
+from assistant.changes import asks_what_changed
 from assistant.config import Settings
 from assistant.effective import asks_about_the_past
 from assistant.errors import ComposerError
@@ -324,7 +325,55 @@ class Assistant:
                         chinese=state["chinese"], quote=extractive.quote)
 
     def _compose(self, state: dict) -> dict:
-        return self._draft(state, self._gate(state))
+        evidence = self._gate(state)
+        if asks_what_changed(state["question"]):
+            draft = self._change_log(state)
+            if draft is not None:
+                state["draft"] = draft
+                state["confidence"] = max(state["confidence"], self.gate.threshold)
+                return state
+        return self._draft(state, evidence)
+
+    def _change_log(self, state: dict) -> Draft | None:
+        """"What changed in X?": the newest recorded update of the document the question is about
+        (the best clause's), from the clause history, citing each changed clause as it reads now.
+        None when history cannot tell (then the question is answered from the rules as usual)."""
+        from assistant.changes import CHANGE_WORDS, latest_change
+        from assistant.history import ClauseHistory
+
+        hits = state["result"].hits
+        if not hits or not self.layout.history.exists():
+            return None
+        source = hits[0].clause.source
+        history = ClauseHistory(self.layout.history)
+        try:
+            _, when, found = latest_change(history, source)
+        finally:
+            history.close()
+        if not found:
+            return None
+        snapshot = state["loaded"].snapshot
+        chinese = state["chinese"]
+        words = CHANGE_WORDS["zh" if chinese else "en"]
+        lines = [self.prompts.render(self.prompts.lang("change_log", chinese), document=found[0]["document"],
+                                     date=time.strftime("%Y-%m-%d", time.localtime(when)))]
+        citations: list[Citation] = []
+        for c in found:
+            where = c["clause"] if c["kind"] != "moved" else f"{c['old_clause']} → {c['clause']}"
+            line = f"{words[c['kind']]} {where}"
+            if c.get("diff") and c["kind"] == "modified":
+                line += f"：{c['diff']}" if chinese else f": {c['diff']}"
+            i = snapshot.by_id.get(c["clause_id"]) if c["kind"] != "removed" else None
+            if i is not None:
+                clause = snapshot.clauses[i]
+                n = len(citations) + 1
+                citations.append(Citation(n=n, clause_id=clause.clause_id, document=clause.document,
+                                          source=clause.source, clause=clause.label, path=clause.path,
+                                          quote=clause.text[:120], content_hash=clause.content_hash))
+                line += f"[{n}]"
+            lines.append(line)
+        return Draft(text="\n".join(lines), citations=tuple(citations[: max(self.settings.max_citations, 10)]),
+                     composer="changes")
 
     def _draft(self, state: dict, evidence: Evidence | None) -> dict:
         """Compose and check an answer from gated evidence (nothing when below the gate)."""

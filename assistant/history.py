@@ -122,12 +122,16 @@ class ClauseHistory:
             row = self._db.execute("SELECT published_at FROM generations WHERE name = ?", (generation,)).fetchone()
         return row[0] if row else None
 
-    def served_at(self, moment: float) -> list[Version]:
-        """The clause versions being served at `moment` (as far as history reaches)."""
+    def served_at(self, moment: float, source: str | None = None) -> list[Version]:
+        """The clause versions being served at `moment` (as far as history reaches), of one file
+        when `source` is given."""
+        where = "added_at <= ? AND (removed_at IS NULL OR removed_at > ?)"
+        args: tuple = (moment, moment)
+        if source is not None:
+            where, args = where + " AND source = ?", (*args, source)
         with self._lock:
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM versions WHERE added_at <= ? AND (removed_at IS NULL OR removed_at > ?) "
-                "ORDER BY source, ordinal", (moment, moment)).fetchall()
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM versions WHERE {where} ORDER BY source, ordinal",
+                                    args).fetchall()
         return [_version(r) for r in rows]
 
     def version(self, clause_id: str, content_hash: str) -> Version | None:

@@ -16,6 +16,8 @@ REQUIRED: dict[str, set[str]] = {
     "answer_also_en": {"document", "clause", "quote", "n"},
     "answer_several_zh": set(),
     "answer_several_en": set(),
+    "change_log_zh": {"document", "date"},
+    "change_log_en": {"document", "date"},
     "superseded_zh": {"document", "by"},
     "superseded_en": {"document", "by"},
     "not_yet_effective_zh": {"document", "clause", "date"},

@@ -96,7 +96,18 @@ def test_changes_list_exactly_the_revision_and_audit_reproduces_an_old_answer(
     assert all(c["source"] == c["old_source"] == "运营管理规范.md" for c in report["changes"] if c["kind"] == "moved")
     # The renumbered closing clause keeps the document's date for every clause of it.
     assert {c["effective"] for c in report["changes"] if c["kind"] == "moved"} == {"2026-03-15"}
-    # Since the first generation by name gives the same; since a date before history, everything is new.
+    # "What changed in X?" is answered from the change log, citing the clauses as they read now.
+    assistant = build_assistant(settings)
+    ops = assistant.answer("运营管理规范最近改了什么？")
+    assert ops.grounded and ops.composer == "changes"
+    assert "删除 第二十九条" in ops.answer and "移动 第三十条 → 第二十九条" in ops.answer
+    assert {c.clause for c in ops.citations} == {"第二十九条", "第三十条", "第三十一条"}
+    assert all(c.source == "运营管理规范.md" and c.quote for c in ops.citations)
+    service = assistant.answer("客户服务标准有什么变化？")
+    assert service.composer == "changes" and "[-24-]{+12+}" in service.answer
+    assert service.citations[0].clause == "（一）咨询受理时限"
+    assert assistant.answer("客户咨询多久内要答复？").composer != "changes"  # an ordinary question stays one
+    # Since the first generation by name gives the same.
     assert run("changes", "--since", first.generation, "--data-dir", str(warm_data_dir), "--json")["changes"] == \
         report["changes"]
 
