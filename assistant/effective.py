@@ -17,7 +17,9 @@ _DATE = r"(\d{4})\s*[年\-/.]\s*(\d{1,2})\s*[月\-/.]\s*(\d{1,2})\s*日?"
 _STATED = re.compile(
     rf"(?P<subject>本(?:条|款|项|节|章)|本[\u4e00-\u9fff]{{1,4}}?)?[^。；;\n]{{0,30}}?"
     rf"(?:自\s*)?{_DATE}\s*(?:起|开始)?\s*(?:施行|执行|实施|生效|启用)")
-_LABELLED = re.compile(rf"(?:生效日期|施行日期|实施日期|执行日期)\s*[:：]?\s*{_DATE}")
+# A labelled date, also a markdown front-matter field (`effective: 2026-03-01`).
+_LABELLED = re.compile(rf"(?:生效日期|施行日期|实施日期|执行日期|(?<![\w-])effective(?:[_ -]date)?)\s*[:：]?\s*{_DATE}",
+                       re.IGNORECASE)
 _OWN = ("本条", "本款", "本项", "本节", "本章")
 
 

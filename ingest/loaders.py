@@ -140,7 +140,27 @@ def _looks_like_text(text: str) -> bool:
     return bad / len(text) < 0.01
 
 
+def front_matter(text: str) -> tuple[dict[str, str], str]:
+    """A markdown file's leading `---` block of `key: value` lines (title, effective, …) and the
+    text after it; no block: ({}, text)."""
+    lines = text.lstrip("\ufeff").splitlines()
+    if not lines or lines[0].strip() != "---":
+        return {}, text
+    for end in range(1, min(len(lines), 60)):
+        if lines[end].strip() in ("---", "..."):
+            fields = {}
+            for line in lines[1:end]:
+                key, sep, value = line.partition(":")
+                if sep and key.strip():
+                    fields[key.strip().lower()] = value.strip().strip("\"'")
+            return fields, "\n".join(lines[end + 1 :])
+    return {}, text
+
+
 def _title_from(text: str, fallback: str) -> str:
+    fields, text = front_matter(text)
+    if fields.get("title"):
+        return fields["title"][:200]
     for line in text.splitlines():
         line = line.strip()
         if not line:

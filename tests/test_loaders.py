@@ -126,3 +126,18 @@ def test_oversized_file_is_refused(tmp_path: Path) -> None:
     p = write(tmp_path, "big.md", ("第一条 " + "很长的规则。" * 1000).encode("utf-8"))
     with pytest.raises(UnsupportedFile, match="too large"):
         load_file(p, tmp_path, max_bytes=1000)
+
+
+def test_markdown_front_matter_names_the_document_and_keeps_its_fields(tmp_path: Path) -> None:
+    from assistant.effective import stated
+    from ingest.loaders import front_matter
+
+    f = tmp_path / "加班.md"
+    f.write_text("---\ntitle: 加班管理办法\neffective: 2027-02-01\n---\n\n# 加班规定\n\n第一条 加班应当事先申请。\n",
+                 encoding="utf-8")
+    doc = load_file(f, tmp_path)
+    assert doc.title == "加班管理办法"  # not the `---` line
+    fields, rest = front_matter(doc.text)
+    assert fields == {"title": "加班管理办法", "effective": "2027-02-01"} and rest.lstrip().startswith("# 加班规定")
+    assert stated(doc.text) == [("2027-02-01", False)]
+    assert front_matter("# 标题\n---\n") == ({}, "# 标题\n---\n")

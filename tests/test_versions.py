@@ -57,6 +57,7 @@ def test_effective_dates_are_read_as_stated() -> None:
     assert stated("第三十一条　本制度由人力资源部负责解释，自2026年3月1日起施行。") == [("2026-03-01", False)]
     assert stated("本条自2027年1月1日起施行。") == [("2027-01-01", True)]
     assert stated("生效日期：2026-04-01") == [("2026-04-01", False)]
+    assert stated("title: 加班管理办法\neffective: 2027-02-01\n---") == [("2027-02-01", False)]  # front matter
     assert stated("员工应当自费用发生之日起30日内提交报销申请。") == []
     assert stated("重大变更正式生效前，应当在测试环境试运行。") == []
 
