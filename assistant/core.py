@@ -443,6 +443,24 @@ class Assistant:
                 yield "delta", piece
         yield "done", answer
 
+    def _recently_updated(self, clause_ids: list[str]) -> dict[str, str]:
+        """Clause id → the date its current text was first served, for clauses changed in the last
+        RECENT_DAYS (from the clause history; nothing when there is none)."""
+        if not clause_ids or not self.layout.history.exists():
+            return {}
+        from assistant.history import ClauseHistory
+
+        try:
+            history = ClauseHistory(self.layout.history)
+            try:
+                found = history.updated_since(clause_ids, time.time() - RECENT_DAYS * 86400)
+            finally:
+                history.close()
+        except Exception as exc:  # history is a nicety of the answer, never its failure
+            log.warning("clause history not read: %s", exc)
+            return {}
+        return {cid: time.strftime("%Y-%m-%d", time.localtime(at)) for cid, at in found.items()}
+
     def _not_yet(self, text: str, citations: tuple[Citation, ...], state: dict) -> str:
         """The answer, with a note for each cited document that has been repealed (only questions
         about the past cite one) and each cited clause whose stated effective date is still ahead:
@@ -507,12 +525,17 @@ class Assistant:
                           confidence=state["confidence"], generation=state["loaded"].generation,
                           outcome=outcome, checks=checks)
         effective = state["loaded"].snapshot.effective
-        citations = tuple(replace(c, effective=effective.get(c.clause_id)) for c in draft.citations)
+        updated = self._recently_updated([c.clause_id for c in draft.citations])
+        citations = tuple(replace(c, effective=effective.get(c.clause_id), updated=updated.get(c.clause_id))
+                          for c in draft.citations)
         return Answer(question=state["question"], grounded=True, answer=self._not_yet(draft.text, citations, state),
                       citations=citations, retrieved=retrieved, timings_ms=timings,
                       standalone_question=state["standalone"], composer=draft.composer,
                       confidence=state["confidence"], generation=state["loaded"].generation,
                       outcome=state.get("outcome", "offline"), checks=checks)
+
+
+RECENT_DAYS = 30  # a cited clause changed within this many days says when ("updated")
 
 
 def _today() -> str:

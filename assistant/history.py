@@ -149,3 +149,18 @@ class ClauseHistory:
                 f"SELECT {_COLUMNS} FROM versions WHERE clause_id = ? AND removed_at IS NULL "
                 "ORDER BY added_at DESC LIMIT 1", (clause_id,)).fetchone()
         return _version(row) if row else None
+
+    def updated_since(self, clause_ids: list[str], since: float) -> dict[str, float]:
+        """Clause id → when its current version was first served, for those of `clause_ids` whose
+        current version replaced an earlier one (or was added after history began) since `since`."""
+        if not clause_ids:
+            return {}
+        with self._lock:
+            first = self._db.execute("SELECT MIN(published_at) FROM generations").fetchone()[0]
+            if first is None:
+                return {}
+            marks = ",".join("?" * len(clause_ids))
+            rows = self._db.execute(
+                f"SELECT clause_id, added_at FROM versions WHERE removed_at IS NULL AND clause_id IN ({marks}) "
+                "AND added_at >= ? AND added_at > ?", (*clause_ids, since, first)).fetchall()
+        return dict(rows)

@@ -66,6 +66,7 @@ class Citation:
     quote: str
     content_hash: str = ""  # of the clause text quoted: `rulebook audit` finds that version later
     effective: str | None = None  # YYYY-MM-DD the clause (or its document) takes effect, when stated
+    updated: str | None = None  # YYYY-MM-DD this version was first served, when that is recent
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -53,7 +53,7 @@ def test_answer_json_contract(sample_index: IndexedCorpus) -> None:
     assert d["grounded"] is True
     c = d["citations"][0]
     assert set(c) == {"n", "clause_id", "document", "source", "clause", "path", "quote", "content_hash",
-                      "effective"}
+                      "effective", "updated"}
     assert len(c["content_hash"]) >= 16
     assert c["n"] == 1 and c["path"][-1] == c["clause"] and isinstance(c["path"], list)
     assert len(d["retrieved"]) >= 10

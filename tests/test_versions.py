@@ -99,6 +99,11 @@ def test_changes_list_exactly_the_revision_and_audit_reproduces_an_old_answer(
     assert {c["effective"] for c in report["changes"] if c["kind"] == "moved"} == {"2026-03-15"}
     # "What changed in X?" is answered from the change log, citing the clauses as they read now.
     assistant = build_assistant(settings)
+    import time
+
+    after = assistant.answer(QUESTION)
+    assert after.citations[0].updated == time.strftime("%Y-%m-%d") and "12小时" in after.citations[0].quote
+    assert assistant.answer("年假可以留到明年用吗？").citations[0].updated is None  # unchanged since history began
     ops = assistant.answer("运营管理规范最近改了什么？")
     assert ops.grounded and ops.composer == "changes"
     assert "删除 第二十九条" in ops.answer and "移动 第三十条 → 第二十九条" in ops.answer

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -137,7 +138,12 @@ def ask(
     style = "green" if answer.grounded else "yellow"
     out.print(f"[{style}]{answer.answer}[/{style}]")
     for c in answer.citations:
-        out.print(f"[bold][{c.n}][/bold] {c.document} › {' › '.join(c.path)}  [dim]({c.source})[/dim]")
+        when = ""
+        if c.effective and c.effective > time.strftime("%Y-%m-%d"):
+            when += f"  [yellow]effective {c.effective}[/yellow]"
+        if c.updated:
+            when += f"  [cyan]updated {c.updated}[/cyan]"
+        out.print(f"[bold][{c.n}][/bold] {c.document} › {' › '.join(c.path)}  [dim]({c.source})[/dim]{when}")
     if not answer.grounded and answer.retrieved:
         out.print("[dim]closest clauses: " + "; ".join(
             f"{h.clause.source} {h.clause.label}" for h in answer.retrieved[:3]) + "[/dim]")

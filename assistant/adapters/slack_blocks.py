@@ -48,6 +48,8 @@ def answer_blocks(answer: dict[str, Any], answer_id: str, *, share: bool = False
         blocks.append(_section(escape(answer["answer"])))
         for c in answer["citations"]:
             heading = f"*[{c['n']}]* " + escape(citation_heading(c))
+            if c.get("updated"):
+                heading += f"  _更新于 updated {escape(c['updated'])}_"
             blocks.append({
                 "type": "section",
                 "text": {"type": "mrkdwn", "text": _clip(f"{heading}\n{quote_block(c['quote'])}")},
