@@ -17,6 +17,7 @@ import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from assistant.errors import UnsupportedFile
 from assistant.schema import SourceDocument
@@ -216,7 +217,43 @@ def _read_docx(data: bytes, budget: _Budget | None = None) -> str:
                 cells = [c.text.strip() for c in row.cells]
                 if any(cells):
                     lines.append(" | ".join(cells))
+    effective = _docx_effective(document, data)
+    if effective:  # stated in the file's properties only: a first line that says so (not a rule)
+        lines.insert(0, f"生效日期：{effective}")
     return "\n".join(lines)
+
+
+_EFFECTIVE_NAME = re.compile(r"^(?:effective(?:[ _-]?date)?|生效日期|施行日期|实施日期|执行日期)$", re.IGNORECASE)
+_ISO_DAY = re.compile(r"(\d{4})\s*[-年/.]\s*(\d{1,2})\s*[-月/.]\s*(\d{1,2})")
+
+
+def _docx_effective(document: Any, data: bytes) -> str | None:
+    """An effective date kept in a Word file's properties: a custom property named 生效日期 /
+    Effective (File › Properties › Custom), or 生效日期：… in its subject, keywords, comments or
+    category. YYYY-MM-DD, or None."""
+    import zipfile
+
+    found: list[str] = []
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            if "docProps/custom.xml" in z.namelist():
+                info = z.getinfo("docProps/custom.xml")
+                if info.file_size <= 1_000_000:
+                    xml = z.read(info).decode("utf-8", "replace")
+                    for name, value in re.findall(r'name="([^"]+)"[^>]*>\s*<vt:\w+>([^<]+)<', xml):
+                        if _EFFECTIVE_NAME.match(name.strip()):
+                            found.append(value)
+    except zipfile.BadZipFile:
+        return None
+    props = document.core_properties
+    for text in (props.subject, props.keywords, props.comments, props.category):
+        if text and re.search(r"生效日期|施行日期|实施日期|effective", text, re.IGNORECASE):
+            found.append(text)
+    for text in found:
+        m = _ISO_DAY.search(text)
+        if m and 1 <= int(m.group(2)) <= 12 and 1 <= int(m.group(3)) <= 31:
+            return f"{int(m.group(1)):04d}-{int(m.group(2)):02d}-{int(m.group(3)):02d}"
+    return None
 
 
 def _docx_paragraph(paragraph, styles: dict[str | None, str]) -> str:  # type: ignore[no-untyped-def]

@@ -141,3 +141,42 @@ def test_markdown_front_matter_names_the_document_and_keeps_its_fields(tmp_path:
     assert fields == {"title": "加班管理办法", "effective": "2027-02-01"} and rest.lstrip().startswith("# 加班规定")
     assert stated(doc.text) == [("2027-02-01", False)]
     assert front_matter("# 标题\n---\n") == ({}, "# 标题\n---\n")
+
+
+def test_docx_effective_date_from_its_properties(tmp_path: Path) -> None:
+    import docx
+
+    from assistant.effective import stated
+
+    d = docx.Document()
+    d.add_heading("差旅管理办法", level=1)
+    d.add_paragraph("第一条 出差应当事先审批。")
+    d.core_properties.comments = "生效日期：2026-05-01；由财务部发布"
+    path = tmp_path / "差旅.docx"
+    d.save(str(path))
+    doc = load_file(path, tmp_path)
+    assert doc.text.splitlines()[0] == "生效日期：2026-05-01" and stated(doc.text) == [("2026-05-01", False)]
+    plain = docx.Document()
+    plain.add_paragraph("第一条 出差应当事先审批。")
+    plain.save(str(tmp_path / "无日期.docx"))
+    assert "生效日期" not in load_file(tmp_path / "无日期.docx", tmp_path).text
+
+
+def test_docx_effective_date_from_a_custom_property(tmp_path: Path) -> None:
+    import zipfile
+
+    import docx
+
+    d = docx.Document()
+    d.add_paragraph("第一条 出差应当事先审批。")
+    plain = tmp_path / "plain.docx"
+    d.save(str(plain))
+    custom = ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?><Properties xmlns="http://schemas.openxmlformats.org/'
+              'officeDocument/2006/custom-properties" xmlns:vt="http://schemas.openxmlformats.org/officeDocument/2006/'
+              'docPropsVTypes"><property fmtid="{D5CDD505-2E9C-101B-9397-08002B2CF9AE}" pid="2" name="生效日期">'
+              '<vt:lpwstr>2026年7月1日</vt:lpwstr></property></Properties>')
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(tmp_path / "custom.docx", "w") as dst:
+        for item in src.infolist():
+            dst.writestr(item, src.read(item.filename))
+        dst.writestr("docProps/custom.xml", custom)
+    assert load_file(tmp_path / "custom.docx", tmp_path).text.splitlines()[0] == "生效日期：2026-07-01"
