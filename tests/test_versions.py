@@ -28,7 +28,10 @@ ADDED = "第三十二条　员工每年可以申请1天志愿服务假，须提�
 
 def revise(rules: Path) -> None:
     """One clause edited, one added (with its own future date), one removed and the clauses after it
-    renumbered."""
+    renumbered, one document repealed."""
+    costs = rules / "费用报销管理办法.txt"
+    repealed = "自2026年2月1日起施行。本办法已废止，报销按财务部新发布的办法执行。"
+    costs.write_text(costs.read_text(encoding="utf-8").replace("自2026年2月1日起施行。", repealed), encoding="utf-8")
     service = rules / "客户服务标准.md"
     text = service.read_text(encoding="utf-8")
     service.write_text(text.replace("一般咨询在24小时内答复", "一般咨询在12小时内答复", 1), encoding="utf-8")
@@ -83,8 +86,10 @@ def test_changes_list_exactly_the_revision_and_audit_reproduces_an_old_answer(
     report = run("changes", "--data-dir", str(warm_data_dir), "--json")
     assert (report["since"], report["until"]) == (first.generation, second.generation)
     kinds = Counter(c["kind"] for c in report["changes"])
-    assert kinds == {"modified": 1, "added": 1, "removed": 1, "moved": 3}, report["changes"]
-    by_kind = {c["kind"]: c for c in report["changes"]}
+    assert kinds == {"modified": 2, "added": 1, "removed": 1, "moved": 3}, report["changes"]
+    by_kind = {c["kind"]: c for c in report["changes"] if c["source"] != "费用报销管理办法.txt"}
+    (repeal,) = [c for c in report["changes"] if c["source"] == "费用报销管理办法.txt"]
+    assert repeal["kind"] == "modified" and "{+本办法已废止" in repeal["diff"]
     modified = by_kind["modified"]
     assert (modified["source"], modified["clause"]) == ("客户服务标准.md", "（一）咨询受理时限")
     assert "[-24-]{+12+}" in modified["diff"]
@@ -113,6 +118,12 @@ def test_changes_list_exactly_the_revision_and_audit_reproduces_an_old_answer(
     assert service.composer == "changes" and "[-24-]{+12+}" in service.answer
     assert service.citations[0].clause == "（一）咨询受理时限"
     assert assistant.answer("客户咨询多久内要答复？").composer != "changes"  # an ordinary question stays one
+    # The repealed document no longer answers how things are, only how they were.
+    today = assistant.answer("报销要在费用发生后多少天内提交？")
+    assert all(c.source != "费用报销管理办法.txt" for c in today.citations)
+    before_repeal = assistant.answer("以前的费用报销管理办法规定报销要在费用发生后多少天内提交？")
+    assert before_repeal.citations and before_repeal.citations[0].source == "费用报销管理办法.txt"
+    assert "已废止" in before_repeal.answer
     # Since the first generation by name gives the same.
     assert run("changes", "--since", first.generation, "--data-dir", str(warm_data_dir), "--json")["changes"] == \
         report["changes"]
