@@ -83,12 +83,24 @@ def superseded(clauses: Iterable[Clause]) -> dict[str, str]:
             out.setdefault(c.source, "")
         for m in _REPLACES.finditer(c.text):
             named = m.group(1).strip()
+            n = _plain_title(named)
             for source, title in titles.items():
-                if source == c.source or len(named) < 4:
+                t = _plain_title(title)
+                if source == c.source or len(n) < 4:
                     continue
-                if named == title or named in title or (len(title) >= 4 and title in named):
+                # The same title, or the same with the company's name before it (澄川科技运营管理办法);
+                # never a longer one (《著作权法实施条例》 repeals no 著作权法).
+                if t == n or t.endswith(n):
                     out[source] = c.document
     return out
+
+
+_EDITION = re.compile(r"[（(][^）)]*[）)]|^\s*\d{4}\s*年\s*(?:修订|修正)?\s*版?|中华人民共和国|\s")
+
+
+def _plain_title(title: str) -> str:
+    """A title without its edition and country prefix: 运营管理办法（2023年版） → 运营管理办法."""
+    return _EDITION.sub("", title)
 
 
 def asks_about_the_past(question: str) -> bool:

@@ -190,3 +190,21 @@ def test_a_repealed_document_answers_only_questions_about_the_past(rulebook_copy
     then = assistant.answer("以前的运营管理办法规定值班经理每班多长时间？")
     assert then.grounded and then.citations[0].source == "运营管理办法2023.md"
     assert "注意：《运营管理办法（2023年版）》已废止（取代它的是：《澄川科技运营管理规范》）" in then.answer
+
+
+def test_repeal_by_title_matches_the_same_title_only() -> None:
+    from assistant.effective import superseded
+    from assistant.schema import Clause
+
+    def clause(source: str, document: str, text: str) -> Clause:
+        return Clause(clause_id=source, source=source, document=document, label="第一条", path=("第一条",),
+                      text=text, ordinal=0, content_hash="h")
+
+    repeals = clause("new.md", "澄川科技运营管理规范", "本规范自2026年3月15日起施行，"
+                     "2023年版《运营管理办法》同时废止。")
+    old = clause("old.md", "运营管理办法（2023年版）", "x")
+    assert superseded([repeals, old]) == {"old.md": "澄川科技运营管理规范"}
+    # A regulation that repeals its own earlier edition does not repeal the law it implements.
+    rules = clause("rules.md", "中华人民共和国著作权法实施条例",
+                   "本条例自2002年9月15日起施行。1991年发布的《中华人民共和国著作权法实施条例》同时废止。")
+    assert superseded([rules, clause("law.md", "中华人民共和国著作权法", "x")]) == {}
