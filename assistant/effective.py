@@ -18,8 +18,12 @@ _STATED = re.compile(
     rf"(?P<subject>本(?:条|款|项|节|章)|本[\u4e00-\u9fff]{{1,4}}?)?[^。；;\n]{{0,30}}?"
     rf"(?:自\s*)?{_DATE}\s*(?:起|开始)?\s*(?:施行|执行|实施|生效|启用)")
 # A labelled date, also a markdown front-matter field (`effective: 2026-03-01`).
-_LABELLED = re.compile(rf"(?:生效日期|施行日期|实施日期|执行日期|(?<![\w-])effective(?:[_ -]date)?)\s*[:：]?\s*{_DATE}",
-                       re.IGNORECASE)
+_LABELLED = re.compile(rf"(?:生效日期|施行日期|实施日期|执行日期|修订日期|(?<![\w-])effective(?:[_ -]date)?)\s*[:：]?"
+                       rf"\s*{_DATE}", re.IGNORECASE)
+# 自发布之日起施行: the date is the publication date, where the document states one.
+_ON_PUBLICATION = re.compile(r"自\s*(?:发布|印发|公布|颁布)之日起\s*(?:施行|执行|实施|生效)")
+_PUBLISHED = re.compile(rf"(?:发布日期|印发日期|公布日期)\s*[:：]?\s*{_DATE}|"
+                        rf"{_DATE}[^。；;\n]{{0,15}}?(?:发布|印发|公布|审议通过|批准)")
 _OWN = ("本条", "本款", "本项", "本节", "本章")
 
 
@@ -48,6 +52,8 @@ def effective_dates(clauses: Iterable[Clause]) -> dict[str, str]:
     """Clause id → the date it takes effect, for the clauses whose document (or themselves) says."""
     by_doc: dict[str, str] = {}
     own: dict[str, str] = {}
+    on_publication: set[str] = set()
+    published: dict[str, str] = {}
     clauses = list(clauses)
     for c in clauses:
         for iso, only_this in stated(c.text):
@@ -55,6 +61,16 @@ def effective_dates(clauses: Iterable[Clause]) -> dict[str, str]:
                 own[c.clause_id] = iso
             else:
                 by_doc[c.source] = max(by_doc.get(c.source, iso), iso)  # a later revision's date wins
+        if _ON_PUBLICATION.search(c.text):
+            on_publication.add(c.source)
+        for m in _PUBLISHED.finditer(c.text):
+            groups = [g for g in m.groups() if g]
+            iso = _iso(*groups[:3]) if len(groups) >= 3 else None
+            if iso:
+                published[c.source] = max(published.get(c.source, iso), iso)
+    for source in on_publication:
+        if source not in by_doc and source in published:
+            by_doc[source] = published[source]
     out: dict[str, str] = {}
     for c in clauses:
         date = own.get(c.clause_id) or by_doc.get(c.source)

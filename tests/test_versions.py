@@ -63,6 +63,21 @@ def test_effective_dates_are_read_as_stated() -> None:
     assert stated("title: 加班管理办法\neffective: 2027-02-01\n---") == [("2027-02-01", False)]  # front matter
     assert stated("员工应当自费用发生之日起30日内提交报销申请。") == []
     assert stated("重大变更正式生效前，应当在测试环境试运行。") == []
+    assert stated("修订日期：2026-06-01") == [("2026-06-01", False)]
+
+
+def test_effective_on_publication_takes_the_stated_publication_date() -> None:
+    from assistant.effective import effective_dates
+    from assistant.schema import Clause
+
+    def clause(cid: str, text: str) -> Clause:
+        return Clause(clause_id=cid, source="a.md", document="差旅制度", label=cid, path=(cid,), text=text, ordinal=0,
+                      content_hash="h")
+
+    published = clause("前言", "2026年3月1日 总经理办公会审议通过并发布")
+    closing = clause("第十条", "第十条 本制度自发布之日起执行。")
+    assert effective_dates([published, closing]) == {"前言": "2026-03-01", "第十条": "2026-03-01"}
+    assert effective_dates([closing]) == {}  # no publication date stated: unknown, not guessed
 
 
 def test_char_diff_shows_the_change_with_a_little_context() -> None:
