@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     api_keys: str = Field("", description="Comma-separated bearer tokens; empty = no auth.")
+    admin_keys: str = Field("", description="Comma-separated bearer tokens of the owners' console and "
+                            "/v1/admin/*; empty = the console is off (404). The ask keys never open it.")
     rate_limit_per_minute: int = Field(60, ge=0, description="Per client; 0 disables.")
     max_question_chars: int = Field(500, ge=10)
     max_body_kb: int = Field(64, ge=1, description="Larger request bodies are refused with 413.")
@@ -127,6 +129,10 @@ class Settings(BaseSettings):
     @property
     def api_key_list(self) -> list[str]:
         return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+    @property
+    def admin_key_list(self) -> list[str]:
+        return [k.strip() for k in self.admin_keys.split(",") if k.strip()]
 
 
 def load_settings(**overrides: object) -> Settings:

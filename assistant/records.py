@@ -160,5 +160,54 @@ class Records:
             ).fetchall()
         return [Turn(question=q, answer=a) for q, a in reversed(rows)]
 
+    def questions(self, *, refused: bool | None = None, down: bool | None = None,
+                  max_confidence: float | None = None, since: float | None = None, until: float | None = None,
+                  source: str | None = None, channel: str | None = None, text: str | None = None,
+                  limit: int = 50, offset: int = 0) -> tuple[list[dict[str, object]], int | None]:
+        """Recorded questions, newest first, filtered; (items, offset of the next page or None).
+        Each item: answer_id, question, grounded, answer, citations, feedback, channel, created_at,
+        confidence, latency_ms."""
+        where, args = ["1 = 1"], []  # type: ignore[var-annotated]
+        if refused is not None:
+            where.append("a.grounded = ?")
+            args.append(0 if refused else 1)
+        if down is not None:
+            where.append(("" if down else "NOT ") + "EXISTS (SELECT 1 FROM feedback f WHERE f.answer_id = a.answer_id "
+                         "AND f.rating = 'down')")
+        if max_confidence is not None:
+            where.append("a.confidence <= ?")
+            args.append(max_confidence)
+        if since is not None:
+            where.append("a.created >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("a.created < ?")
+            args.append(until)
+        if source:
+            where.append("EXISTS (SELECT 1 FROM citations c WHERE c.answer_id = a.answer_id AND c.source = ?)")
+            args.append(source)
+        if channel:
+            where.append("a.channel = ?")
+            args.append(channel)
+        if text:
+            where.append("(a.question LIKE ? ESCAPE '\\' OR a.answer LIKE ? ESCAPE '\\')")
+            like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            args += [like, like]
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT a.answer_id, a.question, a.grounded, a.answer, a.payload, a.channel, a.created, a.confidence, "
+                f"a.latency_ms FROM answers a WHERE {' AND '.join(where)} ORDER BY a.created DESC LIMIT ? OFFSET ?",
+                (*args, limit + 1, offset)).fetchall()
+        items = []
+        for answer_id, question, grounded, answer, payload, channel_, created, confidence, latency in rows[:limit]:
+            items.append({
+                "answer_id": answer_id, "question": question, "grounded": bool(grounded), "answer": answer,
+                "citations": json.loads(payload).get("citations", []),
+                "feedback": [{"rating": f.rating, "comment": f.comment, "channel": f.channel}
+                             for f in self.feedback(answer_id)],
+                "channel": channel_, "created_at": created, "confidence": confidence, "latency_ms": latency,
+            })
+        return items, (offset + limit if len(rows) > limit else None)
+
     def close(self) -> None:
         self._db.close()

@@ -1,4 +1,5 @@
-"""`rulebook` command line: ingest, ask, eval, learn, serve, changes, audit, slack, feishu, dingtalk."""
+"""`rulebook` command line: ingest, ask, eval, learn, serve, changes, audit, records, gaps, slack, feishu,
+dingtalk."""
 
 from __future__ import annotations
 
@@ -425,6 +426,94 @@ def audit(
             out.print("  then: " + escape(c["text_then"]).replace("\n", "\n        "))
         if c.get("diff"):
             out.print("  since: " + escape(c["diff"]))
+
+
+@app.command()
+def records(
+    refused: Annotated[bool, typer.Option("--refused", help="Only questions the assistant refused.")] = False,
+    down: Annotated[bool, typer.Option("--down", help="Only answers rated 👎.")] = False,
+    since: Annotated[str | None, typer.Option("--since", help="From this date on (YYYY-MM-DD).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100_000, help="At most this many, newest first.")] = 200,
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV (question, grounded, channel, …).")] = False,
+) -> None:
+    """What staff asked and what they were told, newest first (from records.sqlite).
+
+    Example: rulebook records --refused --since 2026-11-01 --csv > refused.csv
+    """
+    import csv
+    import datetime as dt
+
+    from assistant.adapters.web import records_path
+    from assistant.records import Records
+
+    settings = _run(lambda: _settings(data_dir))
+    try:
+        start = dt.datetime.strptime(since, "%Y-%m-%d").timestamp() if since else None
+    except ValueError:
+        err.print(f"[red]error:[/red] --since expects YYYY-MM-DD, got {escape(since or '')}")
+        raise typer.Exit(1) from None
+    store = Records(records_path(settings))
+    try:
+        items, _ = store.questions(refused=True if refused else None, down=True if down else None, since=start,
+                                   limit=limit)
+    finally:
+        store.close()
+    if as_json:
+        out.print_json(json.dumps({"items": items}, ensure_ascii=False))
+        return
+    if as_csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["created_at", "channel", "question", "grounded", "citations", "feedback", "answer_id"])
+        for i in items:
+            writer.writerow([dt.datetime.fromtimestamp(float(i["created_at"])).isoformat(timespec="seconds"),
+                             i["channel"], i["question"], i["grounded"],
+                             "; ".join(f"{c['source']} {c['clause']}" for c in i["citations"]),
+                             " ".join(f["rating"] for f in i["feedback"]), i["answer_id"]])
+        return
+    table = Table(title=f"{len(items)} questions")
+    for col in ("when", "channel", "question", "answer", "feedback"):
+        table.add_column(col)
+    for i in items:
+        cited = "; ".join(f"{c['source']} {c['clause']}" for c in i["citations"]) or "[yellow]refused[/yellow]"
+        table.add_row(dt.datetime.fromtimestamp(float(i["created_at"])).strftime("%m-%d %H:%M"), str(i["channel"]),
+                      escape(str(i["question"])), cited, " ".join("👍" if f["rating"] == "up" else "👎"
+                                                                   for f in i["feedback"]))
+    out.print(table)
+
+
+@app.command()
+def gaps(
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """What staff ask that the rulebook does not answer: refused and 👎 questions grouped by meaning.
+
+    Example: rulebook gaps
+    """
+    from assistant.adapters.web import records_path
+    from assistant.embeddings import make_embedder
+    from assistant.gaps import group_questions
+    from assistant.records import Records
+
+    settings = _run(lambda: _settings(data_dir))
+    store = Records(records_path(settings))
+    try:
+        items = store.questions(refused=True, limit=5000)[0] + store.questions(refused=False, down=True, limit=5000)[0]
+    finally:
+        store.close()
+    items.sort(key=lambda i: float(i["created_at"]))
+    embedder = _run(lambda: make_embedder(settings.embedding))
+    groups = group_questions(items, embedder.query_array)
+    if as_json:
+        out.print_json(json.dumps({"groups": groups, "questions": len(items)}, ensure_ascii=False))
+        return
+    out.print(f"[bold]{len(groups)} groups[/bold] from {len(items)} refused or 👎 questions")
+    for g in groups:
+        out.print(f"\n[bold]{g['size']}×[/bold] (refused {g['refused']}, 👎 {g['down']})")
+        for q in g["questions"]:
+            out.print("  " + escape(q))
 
 
 @app.command()

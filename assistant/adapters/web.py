@@ -315,6 +315,60 @@ def create_app(settings: Settings, assistant: Any = None, records: Records | Non
         records.add_feedback(body.answer_id, body.rating, body.comment, channel="web")
         return {"ok": True}
 
+    admin_keys = set(settings.admin_key_list)
+
+    def admin(request: Request) -> str:
+        """The owners' console and /v1/admin/*: off (404) without RULEBOOK_ADMIN_KEYS; otherwise an
+        admin key, never an ask key."""
+        if not admin_keys:
+            raise ApiError(404, "not_found", "Not found.")
+        client = request.client.host if request.client else "unknown"
+        header = request.headers.get("authorization", "")
+        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        if token not in admin_keys:
+            wait = limiter.check(f"auth-failure:{client}")
+            if wait > 0:
+                raise ApiError(429, "rate_limited", f"Too many failed attempts; retry in {math.ceil(wait)} s.",
+                               {"Retry-After": str(math.ceil(wait))})
+            raise ApiError(401, "unauthorized", "An admin key is needed: send `Authorization: Bearer ADMIN_KEY`.",
+                           {"WWW-Authenticate": "Bearer"})
+        return f"admin:{_caller_scope(token)}"
+
+    def day(value: str | None, name: str) -> float | None:
+        if not value:
+            return None
+        import datetime as dt
+
+        try:
+            return dt.datetime.strptime(value, "%Y-%m-%d").timestamp()
+        except ValueError as exc:
+            raise ApiError(422, "invalid_request", f"{name}: expected YYYY-MM-DD, got {value!r}") from exc
+
+    @app.get("/v1/admin/questions", summary="Recorded questions, newest first (admin)")
+    def admin_questions(refused: bool | None = None, down: bool | None = None, low_confidence: bool = False,
+                        since: str | None = None, until: str | None = None, document: str | None = None,
+                        channel: str | None = None, q: str | None = None, limit: int = 50, offset: int = 0,
+                        _admin: str = Depends(admin)) -> dict[str, Any]:
+        if not 1 <= limit <= 500 or offset < 0:
+            raise ApiError(422, "invalid_request", "limit must be 1–500 and offset at least 0.")
+        until_ts = day(until, "until")
+        items, next_offset = records.questions(
+            refused=refused, down=down, max_confidence=assistant.gate.threshold * 1.2 if low_confidence else None,
+            since=day(since, "since"), until=until_ts + 86400 if until_ts is not None else None, source=document,
+            channel=channel, text=q, limit=limit, offset=offset)
+        return {"items": items, "next": next_offset}
+
+    @app.get("/v1/admin/gaps", summary="Refused and 👎 questions grouped by meaning (admin)")
+    def admin_gaps(since: str | None = None, limit: int = 2000, _admin: str = Depends(admin)) -> dict[str, Any]:
+        from assistant.gaps import group_questions
+
+        items: list[dict[str, Any]] = []
+        for filters in ({"refused": True}, {"refused": False, "down": True}):
+            found, _ = records.questions(**filters, since=day(since, "since"), limit=min(max(limit, 1), 5000))
+            items += found
+        items.sort(key=lambda item: item["created_at"])
+        return {"groups": group_questions(items, assistant.embedder.query_array), "questions": len(items)}
+
     def history() -> Any:
         from assistant.history import ClauseHistory
         from assistant.store import Layout
