@@ -268,13 +268,8 @@ def _moved_to(old: Version, history: ClauseHistory) -> Version | None:
     if old.removed_at is None:
         return None
     body = _body(old)
-    for v in history.served_at(time.time()):
-        if v.source == old.source and _body(v) == body:
-            return v
-    for v in history.served_at(time.time()):
-        if _body(v) == body:
-            return v
-    return None
+    same = [v for v in history.served_at(time.time()) if _body(v) == body]
+    return next((v for v in same if v.source == old.source), same[0] if same else None)
 
 
 _ASKS = re.compile(r"(?:改了|修改了|变了|更新了|调整了|修订了|改动了|变更了)(?:什么|哪些|啥|哪里)|"

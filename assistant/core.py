@@ -33,6 +33,7 @@ from assistant.config import Settings
 from assistant.effective import asks_about_the_past
 from assistant.errors import ComposerError
 from assistant.followup import FollowUp, decide, with_context
+from assistant.history import ClauseHistory
 from assistant.learned import LearnError, learned_for, resource_path
 from assistant.nearmiss import UnlistedKinds, states_no_rule
 from assistant.prompts import Prompts, load_prompts
@@ -107,6 +108,7 @@ class Assistant:
         self.layout = Layout(settings.data_dir)
         self._loaded: _Loaded | None = None
         self._lock = threading.Lock()
+        self._history: ClauseHistory | None = None
         # Generations replaced by a newer one, with the time they were replaced: closed once no
         # request that picked them up just before the switch can still be querying them.
         self._retired: list[tuple[float, _Loaded]] = []
@@ -203,6 +205,15 @@ class Assistant:
             log.info("closed index %s", loaded.generation)
         if done:
             _release_memory()
+
+    def history(self) -> ClauseHistory | None:
+        """The clause history, opened once (it lives beside the generations, so index switches do
+        not replace it); None until an ingest has written one."""
+        if self._history is None and self.layout.history.exists():
+            with self._lock:
+                if self._history is None:
+                    self._history = ClauseHistory(self.layout.history)
+        return self._history
 
     def close(self) -> None:
         """Release every loaded generation (the assistant reloads on its next question)."""
@@ -339,17 +350,12 @@ class Assistant:
         (the best clause's), from the clause history, citing each changed clause as it reads now.
         None when history cannot tell (then the question is answered from the rules as usual)."""
         from assistant.changes import CHANGE_WORDS, latest_change
-        from assistant.history import ClauseHistory
 
         hits = state["result"].hits
-        if not hits or not self.layout.history.exists():
+        history = self.history()
+        if not hits or history is None:
             return None
-        source = hits[0].clause.source
-        history = ClauseHistory(self.layout.history)
-        try:
-            _, when, found = latest_change(history, source)
-        finally:
-            history.close()
+        _, when, found = latest_change(history, hits[0].clause.source)
         if not found:
             return None
         snapshot = state["loaded"].snapshot
@@ -446,22 +452,17 @@ class Assistant:
     def _recently_updated(self, clause_ids: list[str]) -> dict[str, str]:
         """Clause id → the date its current text was first served, for clauses changed in the last
         RECENT_DAYS (from the clause history; nothing when there is none)."""
-        if not clause_ids or not self.layout.history.exists():
+        history = self.history() if clause_ids else None
+        if history is None:
             return {}
-        from assistant.history import ClauseHistory
-
         try:
-            history = ClauseHistory(self.layout.history)
-            try:
-                found = history.updated_since(clause_ids, time.time() - RECENT_DAYS * 86400)
-            finally:
-                history.close()
+            found = history.updated_since(clause_ids, time.time() - RECENT_DAYS * 86400)
         except Exception as exc:  # history is a nicety of the answer, never its failure
             log.warning("clause history not read: %s", exc)
             return {}
         return {cid: time.strftime("%Y-%m-%d", time.localtime(at)) for cid, at in found.items()}
 
-    def _not_yet(self, text: str, citations: tuple[Citation, ...], state: dict) -> str:
+    def _with_notes(self, text: str, citations: tuple[Citation, ...], state: dict) -> str:
         """The answer, with a note for each cited document that has been repealed (only questions
         about the past cite one) and each cited clause whose stated effective date is still ahead:
         such rules are quoted, but never as the rules in force today."""
@@ -528,7 +529,7 @@ class Assistant:
         updated = self._recently_updated([c.clause_id for c in draft.citations])
         citations = tuple(replace(c, effective=effective.get(c.clause_id), updated=updated.get(c.clause_id))
                           for c in draft.citations)
-        return Answer(question=state["question"], grounded=True, answer=self._not_yet(draft.text, citations, state),
+        return Answer(question=state["question"], grounded=True, answer=self._with_notes(draft.text, citations, state),
                       citations=citations, retrieved=retrieved, timings_ms=timings,
                       standalone_question=state["standalone"], composer=draft.composer,
                       confidence=state["confidence"], generation=state["loaded"].generation,

@@ -11,12 +11,12 @@ been removed — for `rulebook changes` (what changed since a date or generation
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from assistant.records import open_shared
 from assistant.schema import Clause
 
 SCHEMA = """
@@ -67,10 +67,7 @@ class ClauseHistory:
     """Thread-safe access to `history.sqlite`."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(SCHEMA)
+        self._db = open_shared(path, SCHEMA)
         self._lock = threading.Lock()
 
     def close(self) -> None:

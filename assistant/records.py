@@ -50,14 +50,21 @@ class FeedbackRow:
     channel: str
 
 
+def open_shared(path: Path, schema: str) -> sqlite3.Connection:
+    """A SQLite file written by several threads and processes (every server worker, the chat
+    channels, the ingest): WAL, a 30 s busy timeout, `schema` created if missing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False, timeout=30)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.executescript(schema)
+    return db
+
+
 class Records:
     """Thread-safe SQLite log of answers and feedback."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(SCHEMA)
+        self._db = open_shared(path, SCHEMA)
         self._lock = threading.Lock()
 
     def add_answer(self, answer: Answer, *, channel: str, conversation_id: str | None) -> str:

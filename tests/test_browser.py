@@ -4,9 +4,6 @@ server on 127.0.0.1. Screenshots are saved to test-artifacts/."""
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +12,7 @@ import pytest
 from assistant.records import Records
 
 from .conftest import ROOT, IndexedCorpus, make_settings
+from .loopback import serving
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
@@ -24,32 +22,14 @@ LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(sample_index: IndexedCorpus, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Records]]:
-    import uvicorn
-
     from assistant.adapters.web import create_app
 
     records = Records(tmp_path_factory.mktemp("records") / "records.sqlite")
     settings = make_settings(sample_index.settings.data_dir, rate_limit_per_minute=0)
-    app = create_app(settings, assistant=sample_index.assistant, records=records)
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "server did not start"
-    yield f"http://127.0.0.1:{port}/", records
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(settings, assistant=sample_index.assistant, records=records)) as root:
+        yield root + "/", records
 
 
 @pytest.fixture(scope="module")
@@ -133,42 +113,32 @@ def test_english_interface(server: tuple[str, Records], browser) -> None:  # typ
 
 
 def test_what_changed_view(browser, rulebook_copy: Path, warm_data_dir: Path) -> None:  # type: ignore[no-untyped-def]
-    import uvicorn
-
     from assistant.adapters.web import create_app
     from ingest.pipeline import ingest
 
     settings = make_settings(warm_data_dir, rate_limit_per_minute=0)
     ingest(rulebook_copy, settings)
     app = create_app(settings, records=Records(warm_data_dir / "records.sqlite"))
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    page = browser.new_page(locale="zh-CN")
-    try:
-        page.goto(f"http://127.0.0.1:{port}/")
-        page.click("#changes")  # one version only: nothing to compare yet
-        page.wait_for_selector(".msg.changes")
-        assert "还没有可以比较的修订" in page.locator(".msg.changes").last.inner_text()
-        service = rulebook_copy / "客户服务标准.md"
-        revised = service.read_text(encoding="utf-8").replace("一般咨询在24小时内答复", "一般咨询在12小时内答复", 1)
-        service.write_text(revised, encoding="utf-8")
-        ingest(rulebook_copy, settings)
-        page.click("#changes")
-        page.wait_for_selector(".msg.changes .change.modified")
-        view = page.locator(".msg.changes").last
-        text = view.inner_text()
-        assert "客户服务标准" in text and "修改" in text
-        assert view.locator("del").first.inner_text() == "24" and view.locator("ins").first.inner_text() == "12"
-        view.locator(".change.modified button").click()  # opens the clause as it reads now
-        page.wait_for_selector("#panel.open")
-        assert "12小时" in page.locator("#p-text").inner_text()
-        page.screenshot(path=str(ARTIFACTS / "changes.png"), full_page=True)
-    finally:
-        page.close()
-        srv.should_exit = True
-        thread.join(timeout=10)
+    with serving(app) as root:
+        page = browser.new_page(locale="zh-CN")
+        try:
+            page.goto(root + "/")
+            page.click("#changes")  # one version only: nothing to compare yet
+            page.wait_for_selector(".msg.changes")
+            assert "还没有可以比较的修订" in page.locator(".msg.changes").last.inner_text()
+            service = rulebook_copy / "客户服务标准.md"
+            revised = service.read_text(encoding="utf-8").replace("一般咨询在24小时内答复", "一般咨询在12小时内答复", 1)
+            service.write_text(revised, encoding="utf-8")
+            ingest(rulebook_copy, settings)
+            page.click("#changes")
+            page.wait_for_selector(".msg.changes .change.modified")
+            view = page.locator(".msg.changes").last
+            text = view.inner_text()
+            assert "客户服务标准" in text and "修改" in text
+            assert view.locator("del").first.inner_text() == "24" and view.locator("ins").first.inner_text() == "12"
+            view.locator(".change.modified button").click()  # opens the clause as it reads now
+            page.wait_for_selector("#panel.open")
+            assert "12小时" in page.locator("#p-text").inner_text()
+            page.screenshot(path=str(ARTIFACTS / "changes.png"), full_page=True)
+        finally:
+            page.close()

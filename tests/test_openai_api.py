@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +14,7 @@ from assistant.adapters.web import create_app
 from assistant.records import Records
 
 from .conftest import IndexedCorpus, make_settings
+from .loopback import serving
 
 openai = pytest.importorskip("openai", reason="pip install -e '.[dev]' (the official OpenAI client)")
 
@@ -25,30 +23,12 @@ QUESTION = "出差住酒店每晚最多报销多少？"
 FOLLOW_UP = "那成都呢？"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(sample_index: IndexedCorpus, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Records]]:
-    import uvicorn
-
     records = Records(tmp_path_factory.mktemp("records") / "records.sqlite")
     settings = make_settings(sample_index.settings.data_dir, api_keys=KEY, rate_limit_per_minute=0)
-    app = create_app(settings, assistant=sample_index.assistant, records=records)
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "server did not start"
-    yield f"http://127.0.0.1:{port}", records
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(settings, assistant=sample_index.assistant, records=records)) as root:
+        yield root, records
 
 
 @pytest.fixture

@@ -197,20 +197,25 @@ def create_app(settings: Settings, assistant: Any = None, records: Records | Non
         log.exception("unexpected error")
         return _error(500, "internal_error", "Something went wrong on our side; it has been logged.")
 
+    def bearer(request: Request, accepted: set[str], needed: str) -> str:
+        """The request's bearer token when it is one of `accepted`; otherwise a 401 (or 429: failed
+        attempts spend the address's own bucket, so keys cannot be guessed at full speed)."""
+        header = request.headers.get("authorization", "")
+        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        if token not in accepted:
+            client = request.client.host if request.client else "unknown"
+            wait = limiter.check(f"auth-failure:{client}")
+            if wait > 0:
+                raise ApiError(429, "rate_limited", f"Too many failed attempts; retry in {math.ceil(wait)} s.",
+                               {"Retry-After": str(math.ceil(wait))})
+            raise ApiError(401, "unauthorized", needed, {"WWW-Authenticate": "Bearer"})
+        return token
+
     def guard(request: Request) -> str:
         """Authentication and rate limit of every /v1 route; returns the client's identity."""
         client = request.client.host if request.client else "unknown"
         if keys:
-            header = request.headers.get("authorization", "")
-            token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-            if token not in keys:
-                # Failed attempts spend the address's own bucket, so keys cannot be guessed at full speed.
-                wait = limiter.check(f"auth-failure:{client}")
-                if wait > 0:
-                    raise ApiError(429, "rate_limited", f"Too many failed attempts; retry in {math.ceil(wait)} s.",
-                                   {"Retry-After": str(math.ceil(wait))})
-                raise ApiError(401, "unauthorized", "Missing or invalid API key: send `Authorization: Bearer KEY`.",
-                               {"WWW-Authenticate": "Bearer"})
+            token = bearer(request, keys, "Missing or invalid API key: send `Authorization: Bearer KEY`.")
             client = f"key:{_caller_scope(token)}"  # the whole key: keys sharing a prefix are different callers
         wait = limiter.check(client)
         if wait > 0:
@@ -322,16 +327,7 @@ def create_app(settings: Settings, assistant: Any = None, records: Records | Non
         admin key, never an ask key."""
         if not admin_keys:
             raise ApiError(404, "not_found", "Not found.")
-        client = request.client.host if request.client else "unknown"
-        header = request.headers.get("authorization", "")
-        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-        if token not in admin_keys:
-            wait = limiter.check(f"auth-failure:{client}")
-            if wait > 0:
-                raise ApiError(429, "rate_limited", f"Too many failed attempts; retry in {math.ceil(wait)} s.",
-                               {"Retry-After": str(math.ceil(wait))})
-            raise ApiError(401, "unauthorized", "An admin key is needed: send `Authorization: Bearer ADMIN_KEY`.",
-                           {"WWW-Authenticate": "Bearer"})
+        token = bearer(request, admin_keys, "An admin key is needed: send `Authorization: Bearer ADMIN_KEY`.")
         return f"admin:{_caller_scope(token)}"
 
     def day(value: str | None, name: str) -> float | None:
