@@ -51,6 +51,13 @@ class Settings(BaseSettings):
     learned: bool = Field(True, description="Use the resource written by `rulebook learn` when there is one.")
     learned_file: Path | None = Field(
         None, description="The resource written by `rulebook learn`; default `DATA_DIR/learned.npz`.")
+    curated: bool = Field(True, description="Answer close paraphrases of the owners' corrections "
+                          "(`DATA_DIR/curated.sqlite`) as corrected.")
+    curated_similar: float = Field(0.94, ge=0.5, le=1.0, description="Cosine (query vectors) from which a "
+                                   "question counts as a paraphrase of a corrected one; calibrated for precision.")
+    rules_dir: Path | None = Field(
+        None, description="The folder of rule files the console's uploads go to and its ingests read; "
+        "default: the folder of the last `rulebook ingest`.")
     history_days: int = Field(
         0, ge=0, description="Keep clause versions this many days after they stopped being served "
         "(`rulebook changes`, `rulebook audit`); 0 = forever.")

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableLambda
@@ -30,6 +30,7 @@ from assistant.answering import (
 )
 from assistant.changes import asks_what_changed
 from assistant.config import Settings
+from assistant.curation import Curation, Match, curations_path, open_curations
 from assistant.effective import asks_about_the_past
 from assistant.errors import ComposerError
 from assistant.followup import FollowUp, decide, with_context
@@ -38,9 +39,9 @@ from assistant.learned import LearnError, learned_for, resource_path
 from assistant.nearmiss import UnlistedKinds, states_no_rule
 from assistant.prompts import Prompts, load_prompts
 from assistant.retrieval import HybridSearcher, QueryPlan, default_synonym_files, load_synonyms
-from assistant.schema import Answer, Citation, Clause, Turn
+from assistant.schema import Answer, Citation, Clause, Hit, Turn
 from assistant.store import IndexSnapshot, Layout
-from assistant.text import Tokenizer, is_chinese, shared_tokenizer
+from assistant.text import Tokenizer, is_chinese, shared_tokenizer, stopwords
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +83,11 @@ class _Loaded:
     unlisted: UnlistedKinds
     navigation: frozenset[str]  # ids of clauses that state no rule (titles, dates, approval lines)
     home: dict[str, str]  # index word → the one document that uses it ("" when several do)
+    subject_idf: float  # index words at least this specific name a subject (corrections' guard)
     searching: int = 0  # searches in progress on this generation (guarded by Assistant._lock)
     closed: bool = False  # its vector store is (being) closed (guarded by Assistant._lock)
     learned_stamp: int | None = None  # modification time of the learned resource it uses
+    by_key: dict[tuple[str, str], int] = field(default_factory=dict)  # (file, clause label) → position
 
 
 class Assistant:
@@ -109,6 +112,7 @@ class Assistant:
         self._loaded: _Loaded | None = None
         self._lock = threading.Lock()
         self._history: ClauseHistory | None = None
+        self._curations = None  # the owners' corrections, opened once they exist
         # Generations replaced by a newer one, with the time they were replaced: closed once no
         # request that picked them up just before the switch can still be querying them.
         self._retired: list[tuple[float, _Loaded]] = []
@@ -157,8 +161,9 @@ class Assistant:
                     home[w] = clause.source if home.get(w, clause.source) == clause.source else ""
             if self._loaded is not None:  # replaced only once the new one loaded
                 self._retired.append((time.monotonic(), self._loaded))
+            idf = sorted(searcher.idf.values())
             self._loaded = _Loaded(snapshot.generation, snapshot, searcher, extractive, unlisted, navigation,
-                                   home, learned_stamp=stamp)
+                                   home, idf[len(idf) // 2] if idf else 0.0, learned_stamp=stamp)
             log.info("serving index %s (%d clauses)", snapshot.generation, len(snapshot.clauses))
             return self._loaded
 
@@ -296,8 +301,70 @@ class Assistant:
         with self._searching() as loaded:
             standalone = self.standalone(question, history, loaded)
             result = loaded.searcher.search(standalone, max(self.settings.top_k, 10))
-        return {"question": question, "standalone": standalone, "result": result,
+            curated = self._curated(loaded, standalone, result.qvec)
+        return {"question": question, "standalone": standalone, "result": result, "curated": curated,
                 "loaded": loaded, "t0": t0, "t_retrieved": time.perf_counter()}
+
+    # -- the owners' corrections --------------------------------------------------------
+    def curations(self):  # type: ignore[no-untyped-def]
+        """The corrections store, opened once it exists (the console or `rulebook curate` creates it)."""
+        if self._curations is None and self.settings.curated and curations_path(self.settings.data_dir).exists():
+            with self._lock:
+                if self._curations is None:
+                    self._curations = open_curations(self.settings.data_dir)
+        return self._curations
+
+    def _subject_words(self, loaded: _Loaded, text: str) -> set[str]:
+        """The words of `text` that the served rulebook uses specifically enough to name a subject."""
+        idf, stop = loaded.searcher.idf, stopwords()
+        return {w for w in loaded.searcher.plan(text).own_tokens
+                if len(w) >= 2 and w not in stop and idf.get(w, 0.0) >= loaded.subject_idf}
+
+    def _curated_clauses(self, loaded: _Loaded, item: Curation) -> list[int]:
+        """Positions of a correction's clauses in the served index: by id, else by (file, label)."""
+        snap = loaded.snapshot
+        if not loaded.by_key:
+            loaded.by_key = {(c.source, c.label): i for i, c in enumerate(snap.clauses)}
+        by_key = loaded.by_key
+        found: list[int] = []
+        for c in item.clauses:
+            i = snap.by_id.get(c.get("clause_id", ""))
+            if i is None:
+                i = by_key.get((c.get("source", ""), c.get("clause", "")))
+            if i is not None and i not in found:
+                found.append(i)
+        return found
+
+    def _curated(self, loaded: _Loaded, question: str, qvec: Any) -> tuple[Match, list[int]] | None:
+        """The correction this question paraphrases and its clauses' positions, if any. A clause
+        correction whose clauses are all gone from the index no longer applies."""
+        store = self.curations()
+        if store is None or qvec is None:
+            return None
+        searcher = loaded.searcher
+
+        def words_of(item: Curation) -> set[str]:
+            words = self._subject_words(loaded, item.question)
+            for i in self._curated_clauses(loaded, item):
+                words |= searcher.clause_token_sets[i]
+            return words
+
+        try:
+            found = store.match(qvec, self._subject_words(loaded, question),
+                                lambda text: self.embedder.query_array(searcher.plan(text).embed_text),
+                                self.embedder_name, words_of, self.settings.curated_similar)
+        except Exception:  # a correction store problem must never cost an answer
+            log.exception("corrections not read")
+            return None
+        if found is None:
+            return None
+        positions = self._curated_clauses(loaded, found.curation)
+        if found.curation.covered and not positions:
+            log.warning("correction %s names clauses no longer in the index; not applied", found.curation.curation_id)
+            return None
+        log.info("question follows correction %s (%s, cosine %.3f)", found.curation.curation_id,
+                 found.curation.kind, found.similarity)
+        return found, positions
 
     def _gate(self, state: dict) -> Evidence | None:
         """Gate the retrieved clauses; the evidence for a composer, or None below the gate."""
@@ -312,6 +379,8 @@ class Assistant:
             hits = tuple(h for h in hits if h.clause.source not in repealed)
         state["chinese"] = is_chinese(state["question"])
         state["draft"] = None
+        if state.get("curated"):
+            return self._curated_evidence(state)
         # Setting a preamble aside must not make the rest look better than retrieval found it.
         state["confidence"] = min(self.gate.confidence(hits, result.plan),
                                   self.gate.confidence(result.hits, result.plan))
@@ -334,6 +403,26 @@ class Assistant:
             return None  # below the gate no composer runs, LLM or not
         return Evidence(question=state["standalone"], plan=result.plan, hits=hits,
                         chinese=state["chinese"], quote=extractive.quote)
+
+    def _curated_evidence(self, state: dict) -> Evidence | None:
+        """Evidence as an owner corrected it: the curated clauses (none for "not covered")."""
+        found, positions = state["curated"]
+        result, loaded = state["result"], state["loaded"]
+        state["confidence"] = self.gate.confidence(result.hits, result.plan)
+        if not found.curation.covered:
+            return None
+        state["confidence"] = max(state["confidence"], self.gate.threshold)
+        retrieved = {h.clause.clause_id: h for h in result.hits}
+        hits = []
+        for i in positions:
+            clause = loaded.snapshot.clauses[i]
+            h = retrieved.get(clause.clause_id)
+            hits.append(Hit(clause=clause, score=1.0, lexical=h.lexical if h else 0.0,
+                            semantic=h.semantic if h else 0.0,
+                            coverage=loaded.searcher.coverage(result.plan, i), best_chunk=h.best_chunk if h else ""))
+        state["curated_hits"] = hits  # listed first in `retrieved`: the owner ranked them
+        return Evidence(question=state["standalone"], plan=result.plan, hits=tuple(hits),
+                        chinese=state["chinese"], quote=loaded.extractive.quote)
 
     def _compose(self, state: dict) -> dict:
         evidence = self._gate(state)
@@ -493,6 +582,8 @@ class Assistant:
         from ingest.contacts import contact_for
 
         loaded: _Loaded = state["loaded"]
+        if state.get("curated") and state["curated"][0].curation.contact:
+            return state["curated"][0].curation.contact
         contacts = loaded.snapshot.meta.get("contacts") or {}
         fallback = contacts.get("", self.settings.contact)
         hits = [h for h in state["result"].hits[:3] if h.clause.clause_id not in loaded.navigation]
@@ -514,8 +605,16 @@ class Assistant:
             "answer": (t_done - state["t_retrieved"]) * 1000,
             "total": (t_done - state["t0"]) * 1000,
         }
-        retrieved = tuple(result.hits[: max(self.settings.top_k, 10)])
+        first = state.get("curated_hits") or []
+        shown = {h.clause.clause_id for h in first}
+        retrieved = tuple([*first, *(h for h in result.hits if h.clause.clause_id not in shown)]
+                          [: max(self.settings.top_k, 10)])
         checks = tuple(state.get("checks", ()))
+        curated = None
+        if state.get("curated"):
+            match = state["curated"][0]
+            curated = {"id": match.curation.curation_id, "question": match.curation.question,
+                       "kind": match.curation.kind, "similarity": round(match.similarity, 4)}
         if draft is None or not draft.citations:
             text = self.prompts.render(self.prompts.lang("refusal", state["chinese"]),
                                        contact=self.contact(state))
@@ -524,7 +623,7 @@ class Assistant:
                           retrieved=retrieved, timings_ms=timings,
                           standalone_question=state["standalone"],
                           confidence=state["confidence"], generation=state["loaded"].generation,
-                          outcome=outcome, checks=checks)
+                          outcome=outcome, checks=checks, curated=curated)
         effective = state["loaded"].snapshot.effective
         updated = self._recently_updated([c.clause_id for c in draft.citations])
         citations = tuple(replace(c, effective=effective.get(c.clause_id), updated=updated.get(c.clause_id))
@@ -533,7 +632,7 @@ class Assistant:
                       citations=citations, retrieved=retrieved, timings_ms=timings,
                       standalone_question=state["standalone"], composer=draft.composer,
                       confidence=state["confidence"], generation=state["loaded"].generation,
-                      outcome=state.get("outcome", "offline"), checks=checks)
+                      outcome=state.get("outcome", "offline"), checks=checks, curated=curated)
 
 
 RECENT_DAYS = 30  # a cited clause changed within this many days says when ("updated")

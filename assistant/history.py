@@ -147,6 +147,13 @@ class ClauseHistory:
                 "ORDER BY added_at DESC LIMIT 1", (clause_id,)).fetchone()
         return _version(row) if row else None
 
+    def last_changed(self) -> dict[str, float]:
+        """File → when the newest of its clause versions being served now was first served."""
+        with self._lock:
+            rows = self._db.execute("SELECT source, MAX(added_at) FROM versions WHERE removed_at IS NULL "
+                                    "GROUP BY source").fetchall()
+        return {source: at for source, at in rows}
+
     def updated_since(self, clause_ids: list[str], since: float) -> dict[str, float]:
         """Clause id → when its current version was first served, for those of `clause_ids` whose
         current version replaced an earlier one (or was added after history began) since `since`."""

@@ -643,8 +643,10 @@ class LearnReport:
 
 
 def learn(paths: Sequence[Path], settings: Settings, out: Path | None = None, memory: bool = True,
-          associations: bool = True, adapter: bool = True, embedder: QueryEmbedder | None = None) -> LearnReport:
-    """`rulebook learn`: learn from case files against the served index and write the resource.
+          associations: bool = True, adapter: bool = True, embedder: QueryEmbedder | None = None,
+          curated: bool = True) -> LearnReport:
+    """`rulebook learn`: learn from case files (and, with `curated`, the owners' corrections in the
+    data folder) against the served index and write the resource.
 
     The clauses come from the index that `CURRENT` names, so the pairs must be about the rulebook
     being served; pairs whose clauses are not in it are reported, not guessed at.
@@ -658,8 +660,19 @@ def learn(paths: Sequence[Path], settings: Settings, out: Path | None = None, me
     if not (memory or associations or adapter):
         raise LearnError("Nothing to learn: --no-memory, --no-associations and --no-adapter leave nothing.")
     pairs = read_pairs(paths)
+    if curated:
+        from assistant.curation import open_curations
+
+        store = open_curations(settings.data_dir)
+        if store is not None:
+            try:
+                pairs += [Pair(c["question"], tuple(clause_key(e["source"], e["clause"]) for e in c["expected"]))
+                          for c in store.export_cases() if c["expected"]]
+            finally:
+                store.close()
     if not pairs:
-        raise LearnError("No pair to learn from: the files hold no case with `expected` clauses.")
+        raise LearnError("No pair to learn from: the files hold no case with `expected` clauses "
+                         "(and the data folder no correction naming a clause).")
     name = name_of(settings.embedding)
     snapshot = IndexSnapshot(Layout(settings.data_dir), settings.chroma_url, name)
     tokenizer = shared_tokenizer((settings.user_dict,) if settings.user_dict else ())
@@ -675,7 +688,7 @@ def learn(paths: Sequence[Path], settings: Settings, out: Path | None = None, me
         raise LearnError(f"None of the {len(pairs)} pairs names a clause of the index in {settings.data_dir} "
                          "(matched by file name and clause label): learn against the rulebook they are about.")
     resource.info["generation"] = snapshot.generation
-    resource.info["sources"] = [Path(p).name for p in paths]
+    resource.info["sources"] = [Path(p).name for p in paths] + (["curated.sqlite"] if curated else [])
     target = out if out is not None else resource_path(settings.data_dir, settings.learned_file)
     resource.save(target)
     return LearnReport(

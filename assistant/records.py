@@ -216,5 +216,49 @@ class Records:
             })
         return items, (offset + limit if len(rows) > limit else None)
 
+    def usage(self, since: float | None = None, until: float | None = None, top: int = 10) -> dict[str, object]:
+        """Questions per day (local dates) with refusals, 👍/👎 and latency p50/p95; the totals; the
+        most-cited clauses and documents."""
+        where, args = "1 = 1", []  # type: ignore[var-annotated]
+        if since is not None:
+            where, args = where + " AND a.created >= ?", [*args, since]
+        if until is not None:
+            where, args = where + " AND a.created < ?", [*args, until]
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT date(a.created, 'unixepoch', 'localtime'), a.grounded, a.latency_ms, "
+                "(SELECT COUNT(*) FROM feedback f WHERE f.answer_id = a.answer_id AND f.rating = 'up'), "
+                "(SELECT COUNT(*) FROM feedback f WHERE f.answer_id = a.answer_id AND f.rating = 'down') "
+                f"FROM answers a WHERE {where} ORDER BY a.created", args).fetchall()
+            clauses = self._db.execute(
+                "SELECT c.source, c.clause, COUNT(*) FROM citations c JOIN answers a ON a.answer_id = c.answer_id "
+                f"WHERE {where} GROUP BY c.source, c.clause ORDER BY COUNT(*) DESC, c.source, c.clause LIMIT ?",
+                (*args, top)).fetchall()
+            documents = self._db.execute(
+                "SELECT c.source, COUNT(DISTINCT c.answer_id) FROM citations c JOIN answers a "
+                f"ON a.answer_id = c.answer_id WHERE {where} GROUP BY c.source "
+                "ORDER BY COUNT(DISTINCT c.answer_id) DESC, c.source LIMIT ?", (*args, top)).fetchall()
+
+        def summary(group: list[tuple]) -> dict[str, object]:  # type: ignore[type-arg]
+            latencies = sorted(r[2] for r in group)
+            n = len(group)
+            refused = sum(1 for r in group if not r[1])
+            return {"questions": n, "refused": refused, "refusal_rate": round(refused / n, 4) if n else None,
+                    "up": sum(r[3] for r in group), "down": sum(r[4] for r in group),
+                    "p50_ms": round(_percentile(latencies, 0.5), 1) if n else None,
+                    "p95_ms": round(_percentile(latencies, 0.95), 1) if n else None}
+
+        days: dict[str, list[tuple]] = {}  # type: ignore[type-arg]
+        for r in rows:
+            days.setdefault(r[0], []).append(r)
+        return {"days": [{"day": d, **summary(group)} for d, group in days.items()], "totals": summary(rows),
+                "top_clauses": [{"source": s_, "clause": c, "citations": n} for s_, c, n in clauses],
+                "top_documents": [{"source": s_, "answers": n} for s_, n in documents]}
+
     def close(self) -> None:
         self._db.close()
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    """The `q` quantile of an ordered list (nearest rank)."""
+    return ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered) + 0.5)) - 1))]

@@ -188,6 +188,7 @@ class SearchResult:
     hits: list[Hit]
     plan: QueryPlan
     timings_ms: dict[str, float]
+    qvec: np.ndarray | None = None  # the question's query vector (what corrections are matched by)
 
 
 class HybridSearcher:
@@ -387,7 +388,7 @@ class HybridSearcher:
                 best_chunk=best_chunk.get(i, ""),
             ))
         timings["fuse"] = (time.perf_counter() - t2) * 1000
-        return SearchResult(hits=hits, plan=plan, timings_ms=timings)
+        return SearchResult(hits=hits, plan=plan, timings_ms=timings, qvec=qvec)
 
     def exact_share(self, question: str) -> np.ndarray | None:
         """Per clause, the share of the question's EXACT_WINDOW-character windows it holds word for

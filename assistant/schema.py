@@ -102,14 +102,18 @@ class Answer:
     # (refused below the evidence gate); and what the checks did to the model's reply.
     outcome: str = "offline"
     checks: tuple[str, ...] = ()
+    # The owners' correction this answer follows (id, question, kind, similarity), if any.
+    curated: dict[str, Any] | None = None
 
     def content_hashes(self) -> dict[str, str]:
         """Content hash of every clause the answer saw, by clause id."""
-        return {h.clause.clause_id: h.clause.content_hash for h in self.retrieved}
+        found = {h.clause.clause_id: h.clause.content_hash for h in self.retrieved}
+        found.update((c.clause_id, c.content_hash) for c in self.citations if c.content_hash)
+        return found
 
     def to_dict(self) -> dict[str, Any]:
-        """The answer JSON contract of the design card."""
-        return {
+        """The answer JSON contract of the design card (plus `curated` when a correction applied)."""
+        d = {
             "question": self.question,
             "grounded": self.grounded,
             "answer": self.answer,
@@ -125,3 +129,6 @@ class Answer:
             ],
             "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
         }
+        if self.curated is not None:
+            d["curated"] = self.curated
+        return d

@@ -205,6 +205,7 @@ def ingest(directory: Path, settings: Settings, progress: Progress | None = None
             _build(writer, directory, present, to_read, carried, prev_db, prev_docs, max_bytes,
                    settings, report, progress, same_model)
             writer.set_meta("contacts", contacts)
+            writer.set_meta("directory", str(directory.resolve()))  # where the owners' console uploads go
             report.generation = writer.commit()
         except BaseException:
             writer.abort()

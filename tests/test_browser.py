@@ -142,3 +142,92 @@ def test_what_changed_view(browser, rulebook_copy: Path, warm_data_dir: Path) ->
             page.screenshot(path=str(ARTIFACTS / "changes.png"), full_page=True)
         finally:
             page.close()
+
+
+def test_owners_console(browser, rulebook_copy: Path, warm_data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """Log in with the admin key, filter the questions, open a knowledge gap, correct a wrong answer
+    by picking the right clause, upload a revised document and see it served — at phone width."""
+    import httpx
+
+    from assistant.adapters.web import create_app
+    from ingest.pipeline import ingest
+
+    settings = make_settings(warm_data_dir, rate_limit_per_minute=0, api_keys="ask-key", admin_keys="admin-key")
+    ingest(rulebook_copy, settings)
+    app = create_app(settings, records=Records(warm_data_dir / "records.sqlite"))
+    asked = ("我在财务部，能不能每天十点再到公司？", "食堂几点开饭？", "食堂什么时候开门吃饭？",
+             "客户咨询多久内要答复？")
+    with serving(app) as root:
+        ask = httpx.Client(base_url=root, headers={"Authorization": "Bearer ask-key"}, timeout=60)
+        for q in asked:
+            assert ask.post("/v1/ask", json={"question": q}).status_code == 200
+        wrong = ask.post("/v1/ask", json={"question": asked[0]}).json()
+        assert all(c["clause"] != "第五条" for c in wrong["citations"])  # the answer to correct
+
+        page = browser.new_page(viewport={"width": 390, "height": 844}, locale="zh-CN")
+        try:
+            page.goto(root + "/admin")
+            page.fill("#key", "ask-key")  # an ask key is not an admin key
+            page.click("#login button[type=submit]")
+            page.wait_for_selector("#login-msg:has-text('管理密钥不正确')")
+            page.fill("#key", "admin-key")
+            page.click("#login button[type=submit]")
+            page.wait_for_selector("#app:not([hidden]) #questions .item")
+            assert page.locator("#questions .item").count() == 5
+
+            page.check("#f-refused")
+            page.click("#f-apply")
+            page.wait_for_function("document.querySelectorAll('#questions .item').length === 2")
+            assert {t.strip() for t in page.locator("#questions .item .q").all_inner_texts()} == set(asked[1:3])
+            page.screenshot(path=str(ARTIFACTS / "console-questions.png"), full_page=True)
+
+            page.click("nav.tabs button[data-tab=gaps]")
+            group = page.locator("#gaps .group").filter(has_text="食堂").first
+            group.locator("button.open").click()
+            assert group.locator(".members .item").count() == 2  # the two canteen questions, together
+            page.screenshot(path=str(ARTIFACTS / "console-gaps.png"), full_page=True)
+
+            page.click("nav.tabs button[data-tab=questions]")
+            page.uncheck("#f-refused")
+            page.fill("#f-q", "财务部")
+            page.click("#f-apply")
+            page.wait_for_function("document.querySelectorAll('#questions .item').length === 2")
+            page.locator("#questions .item button.correct").first.click()
+            page.fill("#fix-search", "弹性上班")
+            choice = page.locator("#fix-results .result").filter(has_text="第五条").first
+            choice.locator("input").check()
+            page.click("#fix-save-clauses")
+            page.wait_for_selector("#fix-msg:has-text('已保存')")
+            page.screenshot(path=str(ARTIFACTS / "console-correct.png"), full_page=True)
+            page.click("#fix-close")
+            fixed = ask.post("/v1/ask", json={"question": "财务这边的同事可以上午10点才打卡吗？"}).json()
+            assert fixed["citations"][0]["clause"] == "第五条" and fixed["curated"]["question"] == asked[0]
+            page.click("nav.tabs button[data-tab=curations]")
+            page.wait_for_selector("#curations .item:has-text('第五条')")
+
+            page.click("nav.tabs button[data-tab=usage]")
+            page.wait_for_selector("#u-chart svg rect")
+            assert page.locator("#u-totals .card[data-key=questions] .v").inner_text() == "6"
+            page.screenshot(path=str(ARTIFACTS / "console-usage.png"), full_page=True)
+
+            page.click("nav.tabs button[data-tab=documents]")
+            page.wait_for_selector("#docs tbody tr[data-source='考勤与休假制度.md']")
+            rules = rulebook_copy / "考勤与休假制度.md"
+            revised = rules.read_text(encoding="utf-8").replace("8:30至10:00", "8:30至10:30", 1)
+            page.set_input_files("#up-file", files=[{"name": "考勤与休假制度.md", "mimeType": "text/markdown",
+                                                    "buffer": revised.encode("utf-8")}])
+            page.click("#up-send")
+            page.wait_for_selector("#ingest[data-state=done]", timeout=120_000)
+            page.screenshot(path=str(ARTIFACTS / "console-documents.png"), full_page=True)
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
+
+            page.goto(root + "/")  # the chat page answers from the revised rule
+            page.evaluate("sessionStorage.setItem('rulebook-key', 'ask-key')")
+            page.reload()
+            page.fill("#q", "弹性上班最晚几点到？")
+            page.press("#q", "Enter")
+            answer = page.locator(".msg.answer").last
+            answer.locator(".badge").wait_for(timeout=30_000)
+            assert "10:30" in answer.inner_text()
+        finally:
+            page.close()

@@ -175,10 +175,12 @@ def metrics_table(metrics: dict[str, dict[str, Any]], title: str) -> Table:
 
 @app.command("eval")
 def evaluate(
-    paths: Annotated[list[Path], typer.Argument(help="Case files (.jsonl) or folders of them.")],
+    paths: Annotated[list[Path] | None, typer.Argument(help="Case files (.jsonl) or folders of them.")] = None,
     data_dir: DataDir = None,
     as_json: AsJson = False,
     out_file: Annotated[Path | None, typer.Option("--out", help="Write per-case results as JSON.")] = None,
+    curated: Annotated[bool, typer.Option(
+        "--curated", help="Also run the owners' corrections (DATA_DIR/curated.sqlite) against --data-dir.")] = False,
     use_data_dir: Annotated[bool, typer.Option(
         "--use-data-dir", help="Evaluate every file against --data-dir, ignoring corpora.json.")] = False,
 ) -> None:
@@ -186,11 +188,30 @@ def evaluate(
 
     Example: rulebook eval eval/cases/ --out eval-results.json
     """
+    import tempfile
+
+    from assistant.curation import open_curations
     from eval.runner import assistant_factory, run
     from ingest.pipeline import ingest as run_ingest
 
     settings = _run(lambda: _settings(data_dir))
     make = assistant_factory()
+    paths = list(paths or [])
+    if curated:
+        store = open_curations(settings.data_dir)
+        cases = store.export_cases() if store is not None else []
+        if store is not None:
+            store.close()
+        if not cases:
+            err.print(f"[yellow]no corrections in {settings.data_dir}[/yellow]")
+        else:
+            folder = Path(tempfile.mkdtemp(prefix="rulebook-curated-"))
+            (folder / "curated.jsonl").write_text(
+                "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in cases), encoding="utf-8")
+            paths.append(folder / "curated.jsonl")
+    if not paths:
+        err.print("[red]error:[/red] give case files (or --curated)")
+        raise typer.Exit(2)
 
     def go():  # type: ignore[no-untyped-def]
         with Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
@@ -223,8 +244,8 @@ def evaluate(
 
 @app.command()
 def learn(
-    pairs: Annotated[list[Path], typer.Argument(
-        help="Case files (.jsonl): each line a question and the clauses that answer it, as in eval/cases/.")],
+    pairs: Annotated[list[Path] | None, typer.Argument(
+        help="Case files (.jsonl): each line a question and the clauses that answer it, as in eval/cases/.")] = None,
     data_dir: DataDir = None,
     out_file: Annotated[Path | None, typer.Option(
         "--out", help="Resource to write (default: RULEBOOK_LEARNED_FILE, else DATA_DIR/learned.npz).")] = None,
@@ -234,6 +255,8 @@ def learn(
         "--associations/--no-associations", help="Learn lay word → rule word associations.")] = True,
     adapter: Annotated[bool, typer.Option(
         "--adapter/--no-adapter", help="Learn a map of question vectors towards the clauses that answer them.")] = True,
+    curated: Annotated[bool, typer.Option(
+        "--curated/--no-curated", help="Also learn from the owners' corrections (DATA_DIR/curated.sqlite).")] = True,
     as_json: AsJson = False,
 ) -> None:
     """Learn how people ask from (question, clause) pairs; searches then use what was learned.
@@ -245,8 +268,8 @@ def learn(
     from assistant.learned import learn as run_learn
 
     settings = _run(lambda: _settings(data_dir))
-    report = _run(lambda: run_learn(pairs, settings, out_file, memory=memory, associations=associations,
-                                    adapter=adapter))
+    report = _run(lambda: run_learn(pairs or [], settings, out_file, memory=memory, associations=associations,
+                                    adapter=adapter, curated=curated))
     if as_json:
         out.print_json(json.dumps(report.to_dict(), ensure_ascii=False))
         return
@@ -514,6 +537,91 @@ def gaps(
         out.print(f"\n[bold]{g['size']}×[/bold] (refused {g['refused']}, 👎 {g['down']})")
         for q in g["questions"]:
             out.print("  " + escape(q))
+
+
+@app.command()
+def curate(
+    question: Annotated[str | None, typer.Argument(help="The question as staff asked it.")] = None,
+    clause: Annotated[list[str] | None, typer.Option(
+        "--clause", help="A clause that answers it: its id, or \"FILE LABEL\" (e.g. \"考勤与休假制度.md 第十八条\"); "
+        "repeat for several.")] = None,
+    not_covered: Annotated[bool, typer.Option("--not-covered", help="The rulebook does not cover it.")] = False,
+    contact: Annotated[str | None, typer.Option(help="Whom to ask instead (with --not-covered).")] = None,
+    note: Annotated[str | None, typer.Option(help="Why, for the other owners.")] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the corrections.")] = False,
+    delete: Annotated[str | None, typer.Option("--delete", help="Delete the correction with this id.")] = None,
+    export: Annotated[Path | None, typer.Option(
+        "--export", help="Write the corrections as eval cases (.jsonl; `-` for stdout).")] = None,
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Correct the assistant: the clause(s) that answer a question, or "not covered".
+
+    Close paraphrases of a corrected question are answered as corrected at once; `rulebook learn`
+    learns from the corrections and `rulebook eval --curated` checks them.
+
+    Example: rulebook curate "年假能留到明年吗" --clause "考勤与休假制度.md 第十八条"
+    """
+    from assistant.curation import CurationError, clause_row, find_clause, open_curations
+    from assistant.store import Layout, read_clauses
+
+    settings = _run(lambda: _settings(data_dir))
+    store = _run(lambda: open_curations(settings.data_dir, create=True))
+    try:
+        if list_ or export is not None or delete:
+            if delete:
+                if not store.delete(delete):
+                    err.print(f"[red]error:[/red] no correction {escape(delete)}")
+                    raise typer.Exit(1)
+                out.print(f"deleted {escape(delete)}")
+            if export is not None:
+                lines = "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in store.export_cases())
+                if str(export) == "-":
+                    sys.stdout.write(lines)
+                else:
+                    export.write_text(lines, encoding="utf-8")
+                    err.print(f"wrote {len(store.items())} cases to {export}")
+            if list_:
+                items = [c.to_dict() for c in store.items()]
+                if as_json:
+                    out.print_json(json.dumps({"items": items}, ensure_ascii=False))
+                    return
+                for c in items:
+                    target = "; ".join(f"{x['source']} {x['clause']}" for x in c["clauses"]) or (
+                        "not covered" + (f" → {c['contact']}" if c["contact"] else ""))
+                    out.print(f"{c['id'][:12]}  {escape(c['question'])}  →  {escape(target)}")
+            return
+        if not question or (not clause and not not_covered) or (clause and not_covered):
+            err.print("[red]error:[/red] give a QUESTION and either --clause (one or more) or --not-covered")
+            raise typer.Exit(2)
+        rows = []
+        if clause:
+            layout = Layout(settings.data_dir)
+            current = layout.current()
+            if current is None:
+                err.print("[red]error:[/red] no index yet: run `rulebook ingest DIR` first")
+                raise typer.Exit(1)
+            clauses = read_clauses(layout.gen_dir(current) / "index.sqlite")
+            for ref in clause:
+                found = find_clause(clauses, ref)
+                if found is None:
+                    err.print(f"[red]error:[/red] no clause {escape(ref)} in the index (give its id, or "
+                              "\"FILE LABEL\" as `rulebook ask --json` shows them)")
+                    raise typer.Exit(1)
+                rows.append(clause_row(found))
+        try:
+            item = store.add(question, "not_covered" if not_covered else "clauses", rows, contact=contact,
+                             note=note, author="cli")
+        except CurationError as exc:
+            err.print(f"[red]error:[/red] {escape(str(exc))}")
+            raise typer.Exit(1) from None
+        if as_json:
+            out.print_json(json.dumps(item.to_dict(), ensure_ascii=False))
+            return
+        target = "; ".join(f"{x['source']} {x['clause']}" for x in rows) or "not covered"
+        out.print(f"curated {item.curation_id[:12]}: {escape(item.question)} → {escape(target)}")
+    finally:
+        store.close()
 
 
 @app.command()

@@ -97,17 +97,20 @@ class BodyLimit:
     """Refuse request bodies over `limit` bytes with 413 before they are read into memory: by the
     declared Content-Length at once, and by counting for chunked bodies that declare none."""
 
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: Any, limit: int, wider: tuple[str, int] | None = None) -> None:
+        self.app, self.default, self.wider = app, limit, wider
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.default
+        if self.wider and scope.get("path", "").startswith(self.wider[0]) and scope.get("method") == "PUT":
+            limit = self.wider[1]
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length", b"0")
-        if not declared.isdigit() or int(declared) > self.limit:
-            await self._refuse(send)
+        if not declared.isdigit() or int(declared) > limit:
+            await self._refuse(send, limit)
             return
         seen = 0
         refused = False
@@ -117,10 +120,10 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request" and not refused:
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
+                if seen > limit:
                     # Answer now and tell the app the client went away: it stops reading.
                     refused = True
-                    await self._refuse(send)
+                    await self._refuse(send, limit)
                     return {"type": "http.disconnect"}
             return message
 
@@ -134,8 +137,8 @@ class BodyLimit:
             if not refused:
                 raise
 
-    async def _refuse(self, send: Any) -> None:
-        response = _error(413, "body_too_large", f"The request body is larger than {self.limit // 1024} KB.",
+    async def _refuse(self, send: Any, limit: int) -> None:
+        response = _error(413, "body_too_large", f"The request body is larger than the limit of {limit // 1024} KB.",
                           {"Connection": "close"})
         await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
         await send({"type": "http.response.body", "body": response.body})
@@ -198,10 +201,14 @@ def create_app(settings: Settings, assistant: Any = None, records: Records | Non
         return _error(500, "internal_error", "Something went wrong on our side; it has been logged.")
 
     def bearer(request: Request, accepted: set[str], needed: str) -> str:
-        """The request's bearer token when it is one of `accepted`; otherwise a 401 (or 429: failed
-        attempts spend the address's own bucket, so keys cannot be guessed at full speed)."""
+        """The request's bearer token when it is one of `accepted`; otherwise a 401 (or 429)."""
         header = request.headers.get("authorization", "")
-        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        return check_key(request, header[7:].strip() if header.lower().startswith("bearer ") else "", accepted,
+                         needed)
+
+    def check_key(request: Request, token: str, accepted: set[str], needed: str) -> str:
+        """`token` when it is one of `accepted`; otherwise a 401 (or 429: failed attempts spend the
+        address's own bucket, so keys cannot be guessed at full speed)."""
         if token not in accepted:
             client = request.client.host if request.client else "unknown"
             wait = limiter.check(f"auth-failure:{client}")
@@ -320,50 +327,9 @@ def create_app(settings: Settings, assistant: Any = None, records: Records | Non
         records.add_feedback(body.answer_id, body.rating, body.comment, channel="web")
         return {"ok": True}
 
-    admin_keys = set(settings.admin_key_list)
+    from assistant.adapters.admin import mount_admin
 
-    def admin(request: Request) -> str:
-        """The owners' console and /v1/admin/*: off (404) without RULEBOOK_ADMIN_KEYS; otherwise an
-        admin key, never an ask key."""
-        if not admin_keys:
-            raise ApiError(404, "not_found", "Not found.")
-        token = bearer(request, admin_keys, "An admin key is needed: send `Authorization: Bearer ADMIN_KEY`.")
-        return f"admin:{_caller_scope(token)}"
-
-    def day(value: str | None, name: str) -> float | None:
-        if not value:
-            return None
-        import datetime as dt
-
-        try:
-            return dt.datetime.strptime(value, "%Y-%m-%d").timestamp()
-        except ValueError as exc:
-            raise ApiError(422, "invalid_request", f"{name}: expected YYYY-MM-DD, got {value!r}") from exc
-
-    @app.get("/v1/admin/questions", summary="Recorded questions, newest first (admin)")
-    def admin_questions(refused: bool | None = None, down: bool | None = None, low_confidence: bool = False,
-                        since: str | None = None, until: str | None = None, document: str | None = None,
-                        channel: str | None = None, q: str | None = None, limit: int = 50, offset: int = 0,
-                        _admin: str = Depends(admin)) -> dict[str, Any]:
-        if not 1 <= limit <= 500 or offset < 0:
-            raise ApiError(422, "invalid_request", "limit must be 1–500 and offset at least 0.")
-        until_ts = day(until, "until")
-        items, next_offset = records.questions(
-            refused=refused, down=down, max_confidence=assistant.gate.threshold * 1.2 if low_confidence else None,
-            since=day(since, "since"), until=until_ts + 86400 if until_ts is not None else None, source=document,
-            channel=channel, text=q, limit=limit, offset=offset)
-        return {"items": items, "next": next_offset}
-
-    @app.get("/v1/admin/gaps", summary="Refused and 👎 questions grouped by meaning (admin)")
-    def admin_gaps(since: str | None = None, limit: int = 2000, _admin: str = Depends(admin)) -> dict[str, Any]:
-        from assistant.gaps import group_questions
-
-        items: list[dict[str, Any]] = []
-        for filters in ({"refused": True}, {"refused": False, "down": True}):
-            found, _ = records.questions(**filters, since=day(since, "since"), limit=min(max(limit, 1), 5000))
-            items += found
-        items.sort(key=lambda item: item["created_at"])
-        return {"groups": group_questions(items, assistant.embedder.query_array), "questions": len(items)}
+    mount_admin(app, settings, assistant, records, check_key, _error, ApiError)
 
     def history() -> Any:
         from assistant.history import ClauseHistory
@@ -506,7 +472,9 @@ def create_app(settings: Settings, assistant: Any = None, records: Records | Non
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         return response
 
-    app.add_middleware(BodyLimit, limit=settings.max_body_kb * 1024)
+    # Uploads through the console may be as large as a rule file may be; everything else is small.
+    app.add_middleware(BodyLimit, limit=settings.max_body_kb * 1024,
+                       wider=("/v1/admin/documents/", int(settings.max_file_mb * 1_000_000) + 1))
     return app
 
 
