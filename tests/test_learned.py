@@ -179,7 +179,7 @@ def test_learn_command_end_to_end(handbook, tmp_path: Path) -> None:  # type: ig
     pairs = write_pairs(tmp_path / "pairs.jsonl", [*PAIRS, ("报销单丢了怎么办", "第十二条")])
     out = tmp_path / "out" / "learned.npz"
     result = CliRunner().invoke(app, ["learn", str(pairs), "--data-dir", str(settings.data_dir),
-                                      "--out", str(out), "--json"])
+                                      "--out", str(out), "--json", "--min-adapter-pairs", "5"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["pairs"] == len(PAIRS) + 1 and report["learned_pairs"] == len(PAIRS)
@@ -194,6 +194,19 @@ def test_learn_command_end_to_end(handbook, tmp_path: Path) -> None:  # type: ig
     result = CliRunner().invoke(app, ["learn", str(pairs), "--data-dir", str(settings.data_dir), "--no-adapter"])
     assert result.exit_code == 0, result.output
     assert (Path(settings.data_dir) / "learned.npz").exists() and "pairs learned" in result.output
+
+
+def test_a_few_pairs_train_no_question_adapter(handbook, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Fitted to a handful of questions, the adapter pulls every other question towards their
+    clauses; below --min-adapter-pairs only the memory and the associations are learned."""
+    settings, _, _ = handbook
+    pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS)
+    result = CliRunner().invoke(app, ["learn", str(pairs), "--data-dir", str(settings.data_dir),
+                                      "--out", str(tmp_path / "few.npz"), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert not report["adapter"] and "needs at least 200" in report["adapter_skipped"]
+    assert report["memory_questions"] == len(PAIRS) and report["lay_words"] > 0
 
 
 def test_learn_says_what_to_do_with_pairs_of_another_rulebook(handbook, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -250,7 +263,8 @@ def test_the_assistant_uses_what_was_learned_without_a_restart(tmp_path: Path) -
 
     assert first(assistant) != "第四条"  # the question's words are not the rule's
     pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS)
-    result = CliRunner().invoke(app, ["learn", str(pairs), "--data-dir", str(settings.data_dir)])
+    result = CliRunner().invoke(app, ["learn", str(pairs), "--data-dir", str(settings.data_dir),
+                                      "--min-adapter-pairs", "1"])
     assert result.exit_code == 0, result.output
     # The running assistant picks the new resource up on its next question, same index generation.
     assert first(assistant) == "第四条"

@@ -257,6 +257,8 @@ def learn(
         "--adapter/--no-adapter", help="Learn a map of question vectors towards the clauses that answer them.")] = True,
     curated: Annotated[bool, typer.Option(
         "--curated/--no-curated", help="Also learn from the owners' corrections (DATA_DIR/curated.sqlite).")] = True,
+    min_adapter_pairs: Annotated[int, typer.Option(
+        min=1, help="Train the question adapter only from this many pairs on (fewer pairs overfit it).")] = 200,
     as_json: AsJson = False,
 ) -> None:
     """Learn how people ask from (question, clause) pairs; searches then use what was learned.
@@ -269,7 +271,7 @@ def learn(
 
     settings = _run(lambda: _settings(data_dir))
     report = _run(lambda: run_learn(pairs or [], settings, out_file, memory=memory, associations=associations,
-                                    adapter=adapter, curated=curated))
+                                    adapter=adapter, curated=curated, min_adapter_pairs=min_adapter_pairs))
     if as_json:
         out.print_json(json.dumps(report.to_dict(), ensure_ascii=False))
         return
@@ -280,7 +282,8 @@ def learn(
                         ("pairs left out", len(report.left_out)),
                         ("questions remembered", report.memory_questions),
                         ("clauses remembered", report.clauses_remembered),
-                        ("question adapter", "yes" if report.adapter else "no"),
+                        ("question adapter", "yes" if report.adapter else f"no ({report.adapter_skipped})"
+                         if report.adapter_skipped else "no"),
                         ("lay words", report.lay_words), ("word associations", report.associations)):
         table.add_row(name, str(value))
     out.print(table)

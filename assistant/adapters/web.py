@@ -2,8 +2,8 @@
 
 Routes (documented at /docs): POST /v1/ask, POST /v1/ask/stream (Server-Sent Events),
 GET /v1/clauses/{clause_id}, POST /v1/feedback, GET /v1/changes, GET /v1/answers/{id}/audit, the
-OpenAI-compatible POST /v1/chat/completions and GET /v1/models, GET /healthz, GET /readyz, and the
-chat page at /.
+OpenAI-compatible POST /v1/chat/completions and GET /v1/models, GET /healthz, GET /readyz, the
+chat page at /, and the owners' console at /admin with /v1/admin/* (`assistant.adapters.admin`).
 This module only converts: requests → `assistant.answer(...)` → JSON, and records each exchange.
 """
 

@@ -8,7 +8,8 @@
    written by someone who saw only the corrected question, never the rulebook — with no correction.
 3. Curate the 30 questions of eval/corrections/curated.jsonl (questions the pipeline answered
    wrongly: their expected clauses, or "not covered" for the unanswerable ones).
-4. Answer everything again. Print: paraphrases right before/after, eval cases changed for the
+4. Answer everything again; then learn from the corrections (`rulebook learn`, no other pairs)
+   and answer everything once more. Print: paraphrases right before/after, eval cases changed for the
    better or the worse (the curated questions themselves counted apart), and the similarity
    calibration: cosines of paraphrase pairs against pairs of eval questions answered by different
    clauses. Writes eval/corrections/results.json.
@@ -132,6 +133,17 @@ def main() -> None:
         elif rb and not ra:
             worse.append({"id": c["id"], "question": c["question"], "via": a.curated and a.curated["question"]})
     curated_right = sum(right(c, after[c["id"]]) for c in to_curate)
+
+    # 5. `rulebook learn` over the corrections alone, then everything once more.
+    from assistant.learned import learn
+
+    learn([], settings, curated=True)
+    learned = answer_all(assistant, cases + paraphrases)
+    learned_para = sum(right(p, learned[p["id"]]) for p in paraphrases)
+    learned_other = [c for c in cases if c["id"] not in curated_ids]
+    learned_better = sum(right(c, learned[c["id"]]) and not right(c, before[c["id"]]) for c in learned_other)
+    learned_worse = [{"id": c["id"], "question": c["question"]} for c in learned_other
+                     if right(c, before[c["id"]]) and not right(c, learned[c["id"]])]
     result = {
         "similar": settings.curated_similar,
         "curated": len(to_curate), "curated_right_after": curated_right,
@@ -141,6 +153,9 @@ def main() -> None:
         "other_cases": len(cases) - len(curated_ids & {c["id"] for c in cases}),
         "other_cases_following_a_correction": len(changed),
         "other_cases_better": better, "other_cases_worse": worse,
+        "after_learning": {"paraphrases_right": learned_para, "curated_right": sum(
+            right(c, learned[c["id"]]) for c in to_curate), "other_cases_better": learned_better,
+            "other_cases_worse": learned_worse},
         "calibration": calibration(assistant, cases, paraphrases),
     }
     args.out.write_text(json.dumps(result, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
@@ -152,6 +167,10 @@ def main() -> None:
           f"better {len(better)}; worse {len(worse)}")
     for w in worse:
         print(f"  worse: {w['id']} {w['question']}  (via {w['via']})")
+    after_learning = result["after_learning"]
+    print(f"after `rulebook learn` on the corrections: paraphrases right {learned_para} of {len(paraphrases)}; "
+          f"curated {after_learning['curated_right']} of {len(to_curate)}; other cases better {learned_better}, "
+          f"worse {len(learned_worse)}")
     cal = result["calibration"]
     for t, row in cal["by_threshold"].items():
         print(f"  cosine ≥ {t}: paraphrase pairs {row['paraphrases_at_or_above']}/{cal['paraphrase_pairs']}, "
