@@ -358,7 +358,12 @@ class Assistant:
             return None
         if found is None:
             return None
-        positions = self._curated_clauses(loaded, found.curation)
+        # The same rules as for retrieved clauses: a title or date line is never evidence, and a
+        # repealed document answers only questions about the past.
+        repealed = loaded.snapshot.superseded if not asks_about_the_past(question) else {}
+        positions = [i for i in self._curated_clauses(loaded, found.curation)
+                     if loaded.snapshot.clauses[i].clause_id not in loaded.navigation
+                     and loaded.snapshot.clauses[i].source not in repealed]
         if found.curation.covered and not positions:
             log.warning("correction %s names clauses no longer in the index; not applied", found.curation.curation_id)
             return None
@@ -613,8 +618,9 @@ class Assistant:
         curated = None
         if state.get("curated"):
             match = state["curated"][0]
-            curated = {"id": match.curation.curation_id, "question": match.curation.question,
-                       "kind": match.curation.kind, "similarity": round(match.similarity, 4)}
+            # Not the corrected question itself: that is another employee's words.
+            curated = {"id": match.curation.curation_id, "kind": match.curation.kind,
+                       "similarity": round(match.similarity, 4)}
         if draft is None or not draft.citations:
             text = self.prompts.render(self.prompts.lang("refusal", state["chinese"]),
                                        contact=self.contact(state))

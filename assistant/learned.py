@@ -681,6 +681,7 @@ def learn(paths: Sequence[Path], settings: Settings, out: Path | None = None, me
     if not pairs:
         raise LearnError("No pair to learn from: the files hold no case with `expected` clauses "
                          "(and the data folder no correction naming a clause).")
+    pairs = list(dict.fromkeys(pairs))  # a correction exported and also read from the store counts once
     skipped = None
     if adapter and len(pairs) < min_adapter_pairs:
         adapter = False

@@ -8,6 +8,7 @@ which clause text an answer relied on, even after the rule has changed.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 import time
@@ -261,4 +262,4 @@ class Records:
 
 def _percentile(ordered: list[float], q: float) -> float:
     """The `q` quantile of an ordered list (nearest rank)."""
-    return ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered) + 0.5)) - 1))]
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]

@@ -72,6 +72,10 @@ def embedder_name(spec: str) -> str:
     return spec
 
 
+class IngestBusy(RulebookError):
+    """Another ingest holds the data folder's writer lock."""
+
+
 @contextmanager
 def _writer_lock(layout: Layout) -> Iterator[None]:
     layout.root.mkdir(parents=True, exist_ok=True)
@@ -79,7 +83,7 @@ def _writer_lock(layout: Layout) -> Iterator[None]:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
-            raise RulebookError(
+            raise IngestBusy(
                 f"Another `rulebook ingest` is writing to {layout.root}; wait for it to finish."
             ) from exc
         try:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from assistant.adapters.admin import COOKIE, session_token
+from assistant.adapters.admin import COOKIE, SESSION_SECONDS, session_token
 from assistant.adapters.web import create_app
 from assistant.records import Records
 
@@ -72,7 +72,6 @@ def test_only_an_admin_key_or_its_session_opens_it(sample_index: IndexedCorpus, 
     assert ok.status_code == 303 and ok.headers["location"] == "/admin"
     cookie = ok.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and ADMIN not in cookie.split(";")[0]
-    assert web.cookies.get(COOKIE) == session_token(ADMIN)
     page = web.get("/admin")
     assert page.status_code == 200 and "LOGIN = false" in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
@@ -81,10 +80,21 @@ def test_only_an_admin_key_or_its_session_opens_it(sample_index: IndexedCorpus, 
     body = {"question": "x", "kind": "not_covered"}
     assert web.post("/v1/admin/curations", json=body).status_code == 403
     assert web.get("/admin/charts.js").headers["content-type"].startswith("text/javascript")
+    assert web.get("/v1/admin/questions").headers["cache-control"] == "no-store"
     web.post("/admin/logout")
     assert web.get("/admin").status_code == 401
-    web.cookies.set(COOKIE, session_token(ASK))  # a session made up from an ask key
-    assert web.get("/v1/admin/curations").status_code == 401
+    for forged in (session_token(ASK),  # a session made up from an ask key
+                   session_token(ADMIN, int(time.time()) - SESSION_SECONDS - 60),  # an expired one
+                   "1." + "0" * 64, "x" * 500):  # and garbage: a 401, never a server error
+        web.cookies.set(COOKIE, forged)
+        assert web.get("/v1/admin/curations").status_code == 401, forged
+        assert web.get("/admin").status_code == 401, forged
+    web.cookies.clear()
+    raw = [(b"cookie", f"{COOKIE}=é1.{'0' * 63}".encode())]  # bytes outside ASCII, as a client may send
+    assert web.get("/v1/admin/curations", headers=raw).status_code == 401
+    assert web.get("/admin", headers=raw).status_code == 401
+    web.cookies.set(COOKIE, session_token(ADMIN, int(time.time()) - 60))
+    assert web.get("/v1/admin/curations").status_code == 200
 
 
 def test_a_correction_answers_its_paraphrases_and_nothing_else(private: tuple[Path, Path]) -> None:
@@ -111,6 +121,7 @@ def test_a_correction_answers_its_paraphrases_and_nothing_else(private: tuple[Pa
     assert again["grounded"]
     assert [(c["source"], c["clause"]) for c in again["citations"]] == [("考勤与休假制度.md", "第五条")]
     assert again["curated"]["id"] == made.json()["id"] and again["retrieved"][0]["clause_id"] == flex["clause_id"]
+    assert set(again["curated"]) == {"id", "kind", "similarity"}  # not the corrected question's words
     assert "10:00" in again["answer"]
     paraphrase = ask("财务这边的同事可以上午10点才打卡吗？")  # worded differently, same question
     assert paraphrase.get("curated", {}).get("id") == made.json()["id"]
@@ -210,7 +221,17 @@ def test_documents_uploaded_revised_and_deleted(private: tuple[Path, Path]) -> N
     assert wait_for_ingest(web)["report"]["updated"] == ["班车管理办法.md"]
     assert "7:40" in web.post("/v1/ask", json={"question": "班车几点发车？"}, headers=ASK_H).json()["answer"]
 
-    assert web.delete("/v1/admin/documents/班车管理办法.md", headers=ADMIN_H).status_code == 202
+    # While another ingest (the command line's, another worker's) holds the data folder, the
+    # console's waits for it instead of failing, and then indexes the change.
+    from assistant.store import Layout
+    from ingest.pipeline import _writer_lock
+
+    with _writer_lock(Layout(data)):
+        assert web.delete("/v1/admin/documents/班车管理办法.md", headers=ADMIN_H).status_code == 202
+        deadline = time.monotonic() + 30
+        while web.get("/v1/admin/ingest", headers=ADMIN_H).json()["state"] != "waiting":
+            assert time.monotonic() < deadline, "the console's ingest did not wait for the other one"
+            time.sleep(0.1)
     assert wait_for_ingest(web)["report"]["removed"] == ["班车管理办法.md"]
     assert not (rules / "班车管理办法.md").exists()
     listed = web.get("/v1/admin/documents", headers=ADMIN_H).json()["items"]
@@ -236,6 +257,21 @@ def test_uploads_refuse_tricks_oversize_and_unsupported_files(private: tuple[Pat
     linked = web.put("/v1/admin/documents/linked.md", content=body, headers=ADMIN_H)
     assert linked.status_code == 409 and outside.read_text(encoding="utf-8").startswith("# 秘密")
     assert web.delete("/v1/admin/documents/linked.md", headers=ADMIN_H).status_code == 404
+    # A linked folder inside the rules folder leads outside it: neither upload nor delete goes there.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.md").write_text("# 留着\n", encoding="utf-8")
+    (rules / "shared").symlink_to(elsewhere, target_is_directory=True)
+    assert web.delete("/v1/admin/documents/shared/keep.md", headers=ADMIN_H).status_code == 404
+    assert web.put("/v1/admin/documents/shared/new.md", content=body, headers=ADMIN_H).status_code == 409
+    assert web.put("/v1/admin/documents/shared/sub/new.md", content=body, headers=ADMIN_H).status_code == 409
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["keep.md"]
+    # A file where a folder would go, a name too long for the file system, a file that is not a rule.
+    assert web.put("/v1/admin/documents/考勤与休假制度.md/x.md", content=body, headers=ADMIN_H).status_code == 409
+    assert web.put("/v1/admin/documents/" + "长" * 90 + ".md", content=body, headers=ADMIN_H).status_code == 422
+    (rules / "notes.csv").write_text("a,b\n", encoding="utf-8")
+    assert web.delete("/v1/admin/documents/notes.csv", headers=ADMIN_H).status_code == 404
+    assert (rules / "notes.csv").exists()
     assert sorted(p.name for p in rules.iterdir() if p.name.startswith(".")) == []  # nothing staged left behind
     assert not (data.parent / "escape.md").exists() and not (rules.parent / "b.md").exists()
     assert web.get("/v1/admin/ingest", headers=ADMIN_H).json()["state"] == "idle"  # no ingest was started
@@ -271,3 +307,15 @@ def test_curate_learn_and_eval_on_the_command_line(private: tuple[Path, Path], t
     learned = run("learn", "--json", "--no-adapter")  # the corrections alone are pairs to learn from
     assert learned.exit_code == 0, learned.output
     assert json.loads(learned.output)["learned_pairs"] == 1
+
+    # A revision that removes the corrected clause: the regression set says so.
+    from ingest.pipeline import ingest
+
+    rules, _ = private
+    attendance = rules / "考勤与休假制度.md"
+    kept = [line for line in attendance.read_text(encoding="utf-8").splitlines() if not line.startswith("第五条")]
+    attendance.write_text("\n".join(kept) + "\n", encoding="utf-8")
+    ingest(rules, make_settings(data))
+    broken = json.loads(run("eval", "--curated", "--json").output)["metrics"]["curated.jsonl"]
+    assert broken["any_expected_cited"] == 0.0 and broken["refusal_recall"] == 1.0
+

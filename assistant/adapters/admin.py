@@ -24,6 +24,8 @@ import json
 import logging
 import os
 import re
+import shutil
+import tempfile
 import threading
 import time
 from importlib import resources
@@ -32,6 +34,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qs
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
@@ -50,9 +53,29 @@ ADMIN_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src '
              "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
 
-def session_token(key: str) -> str:
-    """The cookie value of a session opened with `key` (not the key itself)."""
-    return hashlib.sha256(f"rulebook-admin-session\x00{key}".encode()).hexdigest()
+SESSION_SECONDS = 12 * 3600
+
+
+def session_token(key: str, issued: int | None = None) -> str:
+    """The cookie value of a session opened with `key` at `issued` (now): the time and an HMAC of it
+    under the key — not the key, accepted by every worker, expiring after SESSION_SECONDS."""
+    issued = int(time.time()) if issued is None else issued
+    mac = hmac.new(key.encode(), f"rulebook-admin-session:{issued}".encode(), hashlib.sha256).hexdigest()
+    return f"{issued}.{mac}"
+
+
+def session_key(cookie: str, keys: set[str], now: float | None = None) -> str | None:
+    """The admin key a session cookie was opened with, if it is valid and has not expired."""
+    issued, _, mac = cookie.partition(".")
+    if not issued.isascii() or not issued.isdigit() or not mac.isascii() or len(mac) != 64:
+        return None
+    age = (time.time() if now is None else now) - int(issued)
+    if not 0 <= age <= SESSION_SECONDS:
+        return None
+    for key in keys:
+        if hmac.compare_digest(session_token(key, int(issued)).encode(), cookie.encode()):
+            return key
+    return None
 
 
 class CurationRequest(BaseModel):
@@ -77,14 +100,20 @@ class IngestJob:
 
     def status(self) -> dict[str, Any]:
         try:
-            return json.loads(self.path.read_text(encoding="utf-8"))
+            state = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {"state": "idle"}
+        if state.get("state") in ("running", "waiting") and not _alive(state.get("pid")):
+            # The process that ran it stopped (a restart, a crash): it will not finish.
+            state = {**state, "state": "failed", "error": "the server stopped during the ingest; upload again "
+                     "or run `rulebook ingest`"}
+        return state
 
     def _write(self, **state: Any) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({**state, "updated_at": time.time()}, ensure_ascii=False), encoding="utf-8")
+        tmp = self.path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps({**state, "pid": os.getpid(), "updated_at": time.time()}, ensure_ascii=False),
+                       encoding="utf-8")
         os.replace(tmp, self.path)
 
     def start(self, directory: Path, reason: str) -> None:
@@ -115,20 +144,64 @@ class IngestJob:
                 if self.done == self.total or self.done % 20 == 0:
                     job._write(state="running", reason=reason, phase=self.phase, done=self.done, total=self.total)
 
+        from ingest.pipeline import IngestBusy
+
         while True:
+            outcome: dict[str, Any]
             try:
-                report = ingest(directory, self.settings, Progress())
-                self._write(state="done", reason=reason, report={
-                    k: v for k, v in report.to_dict().items() if k != "directory"})
+                report = self._when_free(lambda: ingest(directory, self.settings, Progress()), reason, IngestBusy)
+                outcome = {"state": "done", "reason": reason,
+                           "report": {k: v for k, v in report.to_dict().items() if k != "directory"}}
             except Exception as exc:
                 log.exception("console ingest failed")
-                self._write(state="failed", reason=reason, error=str(exc)[:500])
+                outcome = {"state": "failed", "reason": reason, "error": str(exc)[:500]}
             with self._lock:
-                if not self._pending:
+                if not self._pending or outcome["state"] == "failed":
+                    self._pending = False
+                    self._write(**outcome)  # "done" only once no change is waiting for another run
                     self._thread = None
                     return
                 self._pending = False
                 reason = "later changes"
+
+    def _when_free(self, run: Any, reason: str, busy: type[Exception]) -> Any:
+        """`run()`, retried while another ingest (another worker's, or the command line's) holds the
+        data folder: every change made through the console is indexed, none fails for being second."""
+        deadline = time.monotonic() + BUSY_WAIT_SECONDS
+        while True:
+            try:
+                return run()
+            except busy:
+                if time.monotonic() > deadline:
+                    raise
+                self._write(state="waiting", reason=reason, phase="another ingest is running", done=0, total=0)
+                time.sleep(2.0)
+
+
+BUSY_WAIT_SECONDS = 3600.0  # how long a console ingest waits for another one to finish
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _inside(folder: Path, rel: str) -> Path | None:
+    """`folder / rel` when no part of it below `folder` is a link and it resolves inside `folder`."""
+    root = folder.resolve()
+    path = folder
+    for part in PurePosixPath(rel).parts:
+        path = path / part
+        if path.is_symlink():
+            return None
+    return path if path.resolve(strict=False).is_relative_to(root) else None
 
 
 def _safe_name(name: str) -> str | None:
@@ -140,7 +213,7 @@ def _safe_name(name: str) -> str | None:
     parts = path.parts
     if path.is_absolute() or not parts or len(parts) > 4:
         return None
-    if any(p in ("", ".", "..") or p.startswith(".") for p in parts):
+    if any(p in ("", ".", "..") or p.startswith(".") or len(p.encode("utf-8")) > 240 for p in parts):
         return None
     return path.as_posix()
 
@@ -152,7 +225,6 @@ def mount_admin(app: FastAPI, settings: Settings, assistant: Any, records: Recor
     `check_key(request, token, accepted, message)` returns the token when it is accepted and
     otherwise raises the 401 (or, after too many failures from one address, the 429)."""
     admin_keys = set(settings.admin_key_list)
-    sessions = {session_token(k): k for k in admin_keys}
     job = IngestJob(settings)
     curations: list[Any] = []  # opened on first use, then shared
 
@@ -169,7 +241,7 @@ def mount_admin(app: FastAPI, settings: Settings, assistant: Any, records: Recor
             raise fail(404, "not_found", "Not found.")
         cookie = request.cookies.get(COOKIE, "")
         if cookie and not request.headers.get("authorization"):
-            key = next((k for token, k in sessions.items() if hmac.compare_digest(token, cookie)), None)
+            key = session_key(cookie, admin_keys)
             if key is not None:
                 if request.method not in ("GET", "HEAD") and request.headers.get(CSRF_HEADER) != "1":
                     raise fail(403, "forbidden", f"Send the header {CSRF_HEADER}: 1 with console changes.")
@@ -185,6 +257,14 @@ def mount_admin(app: FastAPI, settings: Settings, assistant: Any, records: Recor
             return dt.datetime.strptime(value, "%Y-%m-%d").timestamp()
         except ValueError as exc:
             raise fail(422, "invalid_request", f"{name}: expected YYYY-MM-DD, got {value!r}") from exc
+
+    @app.middleware("http")
+    async def _no_store(request: Request, call_next: Any) -> Any:
+        # What staff asked is not for shared caches or the browser's back button.
+        response = await call_next(request)
+        if request.url.path.startswith(("/admin", "/v1/admin/")):
+            response.headers["Cache-Control"] = "no-store"
+        return response
 
     # -- the page --------------------------------------------------------------------------
     page = resources.files("assistant.adapters").joinpath("static/admin.html").read_text(encoding="utf-8")
@@ -225,7 +305,7 @@ def mount_admin(app: FastAPI, settings: Settings, assistant: Any, records: Recor
                                   "尝试次数过多，请稍后再试 · Too many attempts; wait a minute", status)
         response = RedirectResponse("/admin", status_code=303)
         response.set_cookie(COOKIE, session_token(key), httponly=True, samesite="strict", path="/",
-                            secure=request.url.scheme == "https", max_age=12 * 3600)
+                            secure=request.url.scheme == "https", max_age=SESSION_SECONDS)
         return response
 
     @app.post("/admin/logout", include_in_schema=False)
@@ -315,8 +395,7 @@ def mount_admin(app: FastAPI, settings: Settings, assistant: Any, records: Recor
 
     @app.put(UPLOAD_PREFIX + "{name:path}", status_code=202, summary="Upload a new or revised rule file (admin)")
     async def upload(name: str, request: Request, _admin: str = Depends(admin)) -> dict[str, Any]:
-        from ingest.loaders import SUPPORTED, UnsupportedFile, load_file
-        from ingest.pipeline import file_limits
+        from ingest.loaders import SUPPORTED
 
         rel = _safe_name(name)
         if rel is None:
@@ -331,39 +410,63 @@ def mount_admin(app: FastAPI, settings: Settings, assistant: Any, records: Recor
                        f"{settings.max_file_mb:g} MB (RULEBOOK_MAX_FILE_MB).")
         if not data:
             raise fail(422, "empty_file", "The file is empty.")
+        # Reading a PDF or a .docx takes a while: off the event loop, so answers go on meanwhile.
+        return await run_in_threadpool(store_upload, rel, data)
+
+    def store_upload(rel: str, data: bytes) -> dict[str, Any]:
+        from ingest.loaders import UnsupportedFile, load_file
+        from ingest.pipeline import file_limits
+
         folder = rules_dir()
-        target = folder / rel
-        if target.is_symlink() or (target.exists() and not target.is_file()):
-            raise fail(409, "not_a_file", "A link or folder of that name is in the way; an operator has to "
+        target = _inside(folder, rel)
+        if target is None or (target.exists() and not target.is_file()):
+            raise fail(409, "not_a_file", "A link or a folder is in the way of that name; an operator has to "
                        "remove it.")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.parent.resolve().is_relative_to(folder.resolve()):
-            raise fail(422, "invalid_name", "The file would land outside the rules folder.")
-        staged = target.parent / f".upload-{os.getpid()}-{threading.get_ident()}{target.suffix}"
+        staging = None
         try:
+            for parent in reversed(target.relative_to(folder).parents):
+                if (folder / parent).exists() and not (folder / parent).is_dir():
+                    raise fail(409, "not_a_file", f"{parent} is a file, not a folder.")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Staged under its own name in a hidden folder: read as it will be read, then moved in.
+            staging = Path(tempfile.mkdtemp(prefix=".upload-", dir=target.parent))
+            staged = staging / target.name
             staged.write_bytes(data)
             try:
-                document = load_file(staged, target.parent, limits=file_limits(settings))
+                document = load_file(staged, staging, limits=file_limits(settings))
             except UnsupportedFile as exc:
                 raise fail(422, "unreadable_file", f"The file cannot be used: {exc}.") from None
+            except Exception as exc:  # a parser's own error on a damaged file
+                log.warning("upload %s unreadable: %s", rel, exc)
+                raise fail(422, "unreadable_file", "The file cannot be used: it could not be read "
+                           f"({exc.__class__.__name__}).") from None
             replaced = target.exists()
             os.replace(staged, target)
+        except OSError as exc:
+            log.warning("upload %s not stored: %s", rel, exc)
+            raise fail(422, "not_stored", f"The file could not be stored ({exc.strerror or exc}).") from None
         finally:
-            staged.unlink(missing_ok=True)
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
         job.start(folder, f"{'revised' if replaced else 'added'} {rel}")
         return {"source": rel, "replaced": replaced, "title": document.title, "notes": list(document.notes),
                 "ingest": job.status()}
 
     @app.delete(UPLOAD_PREFIX + "{name:path}", status_code=202, summary="Delete a rule file (admin)")
     def delete_document(name: str, _admin: str = Depends(admin)) -> dict[str, Any]:
+        from ingest.loaders import SUPPORTED
+
         rel = _safe_name(name)
         if rel is None:
             raise fail(422, "invalid_name", "Give the file's name as the document list shows it.")
         folder = rules_dir()
-        target = folder / rel
-        if target.is_symlink() or not target.is_file():
+        target = _inside(folder, rel)
+        if (target is None or PurePosixPath(rel).suffix.lower() not in SUPPORTED or not target.is_file()):
             raise fail(404, "not_found", f"No rule file {rel} in the rules folder.")
-        target.unlink()
+        try:
+            target.unlink()
+        except OSError as exc:
+            raise fail(409, "not_deleted", f"The file could not be deleted ({exc.strerror or exc}).") from None
         job.start(folder, f"deleted {rel}")
         return {"source": rel, "deleted": True, "ingest": job.status()}
 
@@ -409,10 +512,13 @@ def mount_admin(app: FastAPI, settings: Settings, assistant: Any, records: Recor
     @app.post("/v1/admin/curations", status_code=201, summary="Correct an answer (admin)")
     def add_curation(body: CurationRequest, who: str = Depends(admin)) -> dict[str, Any]:
         ids = list(body.clause_ids)
+        fallback: dict[str, str] = {}
         if body.kind == "confirmed":
             if not body.answer_id:
                 raise fail(422, "invalid_request", "Confirming needs the answer_id of the answer confirmed.")
-            ids = [str(c["clause_id"]) for c in records.citations(body.answer_id)]
+            cited = records.citations(body.answer_id)
+            ids = [str(c["clause_id"]) for c in cited]
+            fallback = {str(c["clause_id"]): f"{c['source']} {c['clause']}" for c in cited}
             if not ids:
                 raise fail(422, "invalid_request", "That answer cites no clause: pick the clauses, or mark it "
                            "not covered.")
@@ -420,6 +526,8 @@ def mount_admin(app: FastAPI, settings: Settings, assistant: Any, records: Recor
         with assistant._searching() as loaded:
             for ref in ids:
                 clause = find_clause(loaded.snapshot.clauses, ref)
+                if clause is None and body.kind == "confirmed":  # renumbered since: by file and label
+                    clause = find_clause(loaded.snapshot.clauses, fallback.get(ref, ""))
                 if clause is None:
                     raise fail(422, "unknown_clause", f"No clause {ref!r} in the index being served.")
                 rows.append(clause_row(clause))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -197,6 +198,7 @@ def evaluate(
     settings = _run(lambda: _settings(data_dir))
     make = assistant_factory()
     paths = list(paths or [])
+    cleanup: list[Path] = []
     if curated:
         store = open_curations(settings.data_dir)
         cases = store.export_cases() if store is not None else []
@@ -206,6 +208,7 @@ def evaluate(
             err.print(f"[yellow]no corrections in {settings.data_dir}[/yellow]")
         else:
             folder = Path(tempfile.mkdtemp(prefix="rulebook-curated-"))
+            cleanup.append(folder)
             (folder / "curated.jsonl").write_text(
                 "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in cases), encoding="utf-8")
             paths.append(folder / "curated.jsonl")
@@ -227,7 +230,11 @@ def evaluate(
             return run(paths, settings, make, ingest_corpus,
                        on_case=lambda _r: bar.advance(task), use_data_dir=use_data_dir)
 
-    result = _run(go)
+    try:
+        result = _run(go)
+    finally:
+        for folder in cleanup:
+            shutil.rmtree(folder, ignore_errors=True)
     data = result.to_dict()
     if out_file:
         out_file.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")

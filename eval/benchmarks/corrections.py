@@ -116,6 +116,10 @@ def main() -> None:
                 for k in sorted(keys(case)) if k in by_key]
         store.add(case["question"], "clauses" if case["answerable"] else "not_covered", rows)
     after = answer_all(assistant, cases + paraphrases)
+    corrected = {c.curation_id: c.question for c in store.items()}
+
+    def via(answer: Any) -> str | None:
+        return corrected.get(answer.curated["id"]) if answer.curated else None
 
     para_before = sum(right(p, before[p["id"]]) for p in paraphrases)
     para_after = sum(right(p, after[p["id"]]) for p in paraphrases)
@@ -129,9 +133,9 @@ def main() -> None:
             changed.append(c["id"])
         rb, ra = right(c, b), right(c, a)
         if ra and not rb:
-            better.append({"id": c["id"], "question": c["question"], "via": a.curated and a.curated["question"]})
+            better.append({"id": c["id"], "question": c["question"], "via": via(a)})
         elif rb and not ra:
-            worse.append({"id": c["id"], "question": c["question"], "via": a.curated and a.curated["question"]})
+            worse.append({"id": c["id"], "question": c["question"], "via": via(a)})
     curated_right = sum(right(c, after[c["id"]]) for c in to_curate)
 
     # 5. `rulebook learn` over the corrections alone, then everything once more.
