@@ -174,6 +174,26 @@ def named_refs(sentence: str, hits: Sequence[Any]) -> list[int]:
     return out
 
 
+def _only_holder(body: str, hits: Sequence[Any]) -> int | None:
+    """1 when an uncited sentence is what the best evidence clause says — the clause the gate
+    and the offline answer stand on: [1] holds it word for word, or holds its words (support at
+    least SUPPORT_RELABEL, SUPPORT_GAP above every other clause) — figures included; else None.
+    A bare fact another clause holds ("48小时内" when [1] says 24) is not attributed: it may be the
+    right figure of the wrong rule."""
+    text = re.sub(r"[\s。！？!?，,；;：:、.]+", "", normalise(body))
+    if not text or not hits:
+        return None
+    if text not in re.sub(r"\s+", "", normalise(hits[0].clause.text)):
+        if len(_grams(body)) < 4:
+            return None  # too short to tell by its words
+        each = [support(body, [h.clause.text]) for h in hits]
+        if each[0] < SUPPORT_RELABEL or each[0] - max(each[1:], default=0.0) < SUPPORT_GAP:
+            return None
+    if _canonical_figures(_ONE_PER.sub("", body)) - _canonical_figures(hits[0].clause.text):
+        return None
+    return 1
+
+
 def _with_markers(sentence: str, refs: Sequence[int]) -> str:
     """The sentence with `[n]` markers before its closing punctuation."""
     marks = "".join(f"[{n}]" for n in refs)
@@ -262,7 +282,8 @@ class LLMComposer:
         # belong to the sentence they close.
         text = _MARKERS_AFTER_STOP.sub(lambda m: m.group(2).rstrip() + m.group(1), text)
         for paragraph in _paragraphs(text.strip()):
-            sentences: list[tuple[str, list[int]]] = []  # (sentence, the evidence numbers it names)
+            # (sentence, the evidence numbers it names, whether it carried any marker at all)
+            sentences: list[tuple[str, list[int], bool]] = []
             for m in _SENTENCE.finditer(paragraph):
                 sentence = m.group(0)
                 if not sentence.strip():
@@ -286,15 +307,24 @@ class LLMComposer:
                 named = [n for n in named_refs(body, hits) if n not in valid]
                 if named:  # cited the way people cite (根据《…》第十条): give it the marker it lacks
                     sentence = _with_markers(sentence, named)
-                sentences.append((sentence, valid + named))
+                sentences.append((sentence, valid + named, bool(refs)))
             # A sentence that names no clause leans on the clauses its paragraph names (根据第十条，
             # …。另外还可以延长60天。): its figures and words are checked against those.
-            paragraph_refs = list(dict.fromkeys(n for _, refs in sentences for n in refs))
-            for sentence, refs in sentences:
+            paragraph_refs = list(dict.fromkeys(n for _, refs, _ in sentences for n in refs))
+            for sentence, refs, marked in sentences:
                 refs = refs or paragraph_refs
                 body = _MARKER.sub("", sentence)
+                if not refs and marked:
+                    continue  # it cited only what is not in the evidence: a confused source, not one to guess
                 if not refs:
-                    continue  # nothing cited in the whole paragraph: nothing to stand on
+                    # Nothing cited in the whole paragraph. Small models often answer with the bare
+                    # fact ("24小时内", "500元/晚"): when it is what the best evidence clause says,
+                    # it stands on that clause.
+                    attributed = _only_holder(body, hits)
+                    if attributed is None:
+                        continue  # nothing to stand on
+                    notes.append(f"attributed to [{attributed}]: {body.strip()[:60]}")
+                    sentence, refs = _with_markers(sentence, [attributed]), [attributed]
                 # Parts that restate the asker's situation in the question's words (我工作七年了，…)
                 # are not claims about the rules; the rest of the sentence is what is checked. A
                 # sentence that only restates the question (an injected "公司同意给你涨薪50%") is not kept.

@@ -51,6 +51,19 @@ def test_good_cited_answer(sample_index: IndexedCorpus, fake: FakeOpenAI) -> Non
     assert fake.requests[0]["max_tokens"] == 400  # the cap self-hosted servers read
 
 
+def test_a_bare_fact_one_clause_holds_is_attributed_to_it(sample_index: IndexedCorpus, fake: FakeOpenAI) -> None:
+    """Small models answer with the fact alone ("24小时内"): kept, citing the best evidence clause
+    when that clause says it; a figure it does not state, or words many clauses share, are not."""
+    fake.script = [Reply("24小时内")]
+    a = llm_assistant(sample_index, fake).answer(Q)
+    assert a.grounded and a.composer == "llm" and a.answer == "24小时内[1]"
+    assert [c.clause for c in a.citations] == ["（一）咨询受理时限"] and any("attributed" in x for x in a.checks)
+    for reply in ("48小时内", "需要及时答复客户"):  # another clause's figure; words many clauses share
+        fake.script = [Reply(reply)]
+        b = llm_assistant(sample_index, fake).answer(Q)
+        assert b.composer == "extractive" and reply not in b.answer, reply
+
+
 def test_citation_outside_the_evidence_is_dropped(sample_index: IndexedCorpus, fake: FakeOpenAI) -> None:
     fake.script = [Reply("一般咨询在24小时内答复[9]。")]
     a = llm_assistant(sample_index, fake).answer(Q)
