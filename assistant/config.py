@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     llm_max_retries: int = Field(2, ge=0, le=10)
     llm_temperature: float = 0.0
     llm_max_tokens: int = Field(400, ge=16, description="Longest answer the model may write.")
+    llm_overrule_decline: float | None = Field(
+        None, ge=0.0, le=1.0, description="When the model declines (NO_ANSWER) but the evidence gate's "
+        "confidence is at least this, answer offline instead of refusing; unset = a decline is a refusal.")
 
     # web
     host: str = "127.0.0.1"

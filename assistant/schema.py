@@ -98,11 +98,12 @@ class Answer:
     generation: str = ""  # the index generation that answered
     # How it was composed, for evaluation and logs (not part of the answer JSON): "offline" (no
     # model configured), "model" (the model's checked text), "fallback" (a model is configured but
-    # the offline composer answered), "declined" (the model found no answer: a refusal), "gate"
+    # the offline composer answered), "declined" (the model found no answer: a refusal), "overruled" (it
+    # declined where the gate was confident enough to answer offline; RULEBOOK_LLM_OVERRULE_DECLINE), "gate"
     # (refused below the evidence gate); and what the checks did to the model's reply.
     outcome: str = "offline"
     checks: tuple[str, ...] = ()
-    # The owners' correction this answer follows (id, question, kind, similarity), if any.
+    # The owners' correction this answer follows (id, kind, similarity), if any.
     curated: dict[str, Any] | None = None
 
     def content_hashes(self) -> dict[str, str]:

@@ -143,9 +143,10 @@ def compute(results: list[CaseResult]) -> dict[str, Any]:
         for r in mc
     )
     # With a model configured: whose text the answers were, and why the model's was not used.
-    if any(r.outcome in {"model", "fallback", "declined"} for r in results):
-        composed = [r for r in results if r.outcome in {"model", "fallback", "declined"}]
-        m["composer"] = {o: sum(1 for r in composed if r.outcome == o) for o in ("model", "fallback", "declined")}
+    if any(r.outcome in {"model", "fallback", "declined", "overruled"} for r in results):
+        composed = [r for r in results if r.outcome in {"model", "fallback", "declined", "overruled"}]
+        m["composer"] = {o: sum(1 for r in composed if r.outcome == o)
+                         for o in ("model", "fallback", "declined", "overruled")}
         grounded = [r for r in results if r.grounded]
         m["model_written"] = (sum(1 for r in grounded if r.outcome == "model") / len(grounded)
                               if grounded else None)

@@ -200,6 +200,22 @@ def test_model_declining_is_a_refusal(sample_index: IndexedCorpus, fake: FakeOpe
     assert DECLINE not in a.answer and "hr@chengchuan.example" in a.answer
 
 
+def test_a_decline_where_the_gate_is_sure_is_overruled_when_configured(sample_index: IndexedCorpus,
+                                                                        fake: FakeOpenAI) -> None:
+    sure = sample_index.assistant.answer(Q)
+    unsure = sample_index.assistant.answer(NEAR_MISS)
+    assert sure.confidence > unsure.confidence
+    between = (sure.confidence + unsure.confidence) / 2
+    for question, expected in ((Q, True), (NEAR_MISS, False)):
+        fake.script = [Reply(DECLINE)]
+        a = llm_assistant(sample_index, fake, llm_overrule_decline=between).answer(question)
+        assert a.grounded is expected and a.outcome == ("overruled" if expected else "declined"), question
+        if expected:  # the offline answer, and the log says why
+            assert a.answer == sure.answer and any("decline overruled" in c for c in a.checks)
+    fake.script = [Reply(DECLINE)]
+    assert not llm_assistant(sample_index, fake).answer(Q).grounded  # unset: a decline is a refusal
+
+
 @pytest.mark.parametrize("reply", [f"{DECLINE}[1]", f"{DECLINE} [1]。", "no_answer."])
 def test_decline_with_a_marker_or_in_lower_case_is_still_a_decline(sample_index: IndexedCorpus, fake: FakeOpenAI,
                                                                   reply: str) -> None:

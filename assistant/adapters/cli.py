@@ -165,7 +165,7 @@ def metrics_table(metrics: dict[str, dict[str, Any]], title: str) -> Table:
     for col in COLUMNS:
         table.add_row(col.replace("_", " "), *(fmt(metrics[n].get(col)) for n in names))
     if any("composer" in metrics[n] for n in names):  # a model was configured
-        for o in ("model", "fallback", "declined"):
+        for o in ("model", "fallback", "declined", "overruled"):
             table.add_row(f"answers: {o}", *(str(metrics[n].get("composer", {}).get(o, "–")) for n in names))
         table.add_row("model-written share", *(fmt(metrics[n].get("model_written")) for n in names))
         reasons = sorted({k for n in names for k in metrics[n].get("checks", {})})
