@@ -44,6 +44,8 @@ def browser() -> Iterator[object]:
 
 
 def test_ask_cite_open_clause_feedback_and_refusal(server: tuple[str, Records], browser) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
     url, records = server
     page = browser.new_page(viewport={"width": 390, "height": 844}, locale="zh-CN")  # phone width
     page.goto(url)
@@ -67,7 +69,7 @@ def test_ask_cite_open_clause_feedback_and_refusal(server: tuple[str, Records], 
     page.locator("#panel .close").click()
 
     answer.locator(".actions button[aria-label=up]").click()
-    page.wait_for_function("document.querySelector('.msg.answer:last-of-type .actions').innerText.includes('谢谢')")
+    expect(answer.locator(".actions")).to_contain_text("谢谢", timeout=30_000)  # no eval: the page's CSP forbids it
     newest = records.recent(1)[0]
     assert newest["question"] == "客户咨询多久内要答复？"
     assert [f.rating for f in records.feedback(str(newest["answer_id"]))] == ["up"]
@@ -148,6 +150,7 @@ def test_owners_console(browser, rulebook_copy: Path, warm_data_dir: Path) -> No
     """Log in with the admin key, filter the questions, open a knowledge gap, correct a wrong answer
     by picking the right clause, upload a revised document and see it served — at phone width."""
     import httpx
+    from playwright.sync_api import expect
 
     from assistant.adapters.web import create_app
     from ingest.pipeline import ingest
@@ -177,7 +180,7 @@ def test_owners_console(browser, rulebook_copy: Path, warm_data_dir: Path) -> No
 
             page.check("#f-refused")
             page.click("#f-apply")
-            page.wait_for_function("document.querySelectorAll('#questions .item').length === 2")
+            expect(page.locator("#questions .item")).to_have_count(2, timeout=30_000)  # no eval: the CSP forbids it
             assert {t.strip() for t in page.locator("#questions .item .q").all_inner_texts()} == set(asked[1:3])
             page.screenshot(path=str(ARTIFACTS / "console-questions.png"), full_page=True)
 
@@ -191,7 +194,7 @@ def test_owners_console(browser, rulebook_copy: Path, warm_data_dir: Path) -> No
             page.uncheck("#f-refused")
             page.fill("#f-q", "财务部")
             page.click("#f-apply")
-            page.wait_for_function("document.querySelectorAll('#questions .item').length === 2")
+            expect(page.locator("#questions .item")).to_have_count(2, timeout=30_000)
             page.locator("#questions .item button.correct").first.click()
             page.fill("#fix-search", "弹性上班")
             choice = page.locator("#fix-results .result").filter(has_text="第五条").first

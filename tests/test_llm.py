@@ -375,7 +375,7 @@ def test_eval_counts_whose_text_each_answer_was_and_why(sample_index: IndexedCor
     outcomes = {r.id: r.outcome for r in result.results["c.jsonl"]}
     assert outcomes == {"model": "model", "fallback": "fallback", "declined": "declined", "gate": "gate"}
     m = result.metrics()["c.jsonl"]
-    assert m["composer"] == {"model": 1, "fallback": 1, "declined": 1}
+    assert m["composer"] == {"model": 1, "fallback": 1, "declined": 1, "overruled": 0}
     assert m["model_written"] == 0.5  # of the two grounded answers
     assert m["checks"]["dropped sentence with unsupported figure(s)"] == 1
     assert m["checks"]["no valid citation in the model's answer"] == 1
