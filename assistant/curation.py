@@ -153,11 +153,12 @@ class Curations:
                                     "answer_id, author FROM curated ORDER BY created DESC").fetchall()
         return [Curation(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6], r[7], r[8]) for r in rows]
 
-    def get(self, curation_id: str) -> Curation | None:
-        return next((c for c in self.items() if c.curation_id == curation_id), None)
-
     def export_cases(self) -> list[dict[str, Any]]:
         return [c.to_case() for c in reversed(self.items())]
+
+    def export_jsonl(self) -> str:
+        """The corrections as an eval case file (one JSON object per line), oldest first."""
+        return "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in self.export_cases())
 
     def _stamp(self) -> tuple[Any, ...]:
         with self._lock:

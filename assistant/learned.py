@@ -153,16 +153,21 @@ def read_pairs(paths: Iterable[Path]) -> list[Pair]:
             if not line.strip():
                 continue
             try:
-                case = json.loads(line)
-                expected = tuple(clause_key(e["source"], e["clause"]) for e in case.get("expected") or [])
-                question = str(case["question"]).strip()
+                pair = case_pair(json.loads(line))
             except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
                 raise LearnError(
                     f"{path}:{n}: not a case ({exc.__class__.__name__}); each line needs "
                     '{"question": …, "expected": [{"source": …, "clause": …}]}') from exc
-            if question and expected:
-                pairs.append(Pair(question, expected))
+            if pair is not None:
+                pairs.append(pair)
     return pairs
+
+
+def case_pair(case: dict[str, Any]) -> Pair | None:
+    """The pair an eval case teaches; None for a case without a question or expected clauses."""
+    expected = tuple(clause_key(e["source"], e["clause"]) for e in case.get("expected") or [])
+    question = str(case["question"]).strip()
+    return Pair(question, expected) if question and expected else None
 
 
 # --- term associations ---------------------------------------------------------------------------
@@ -674,8 +679,7 @@ def learn(paths: Sequence[Path], settings: Settings, out: Path | None = None, me
         store = open_curations(settings.data_dir)
         if store is not None:
             try:
-                pairs += [Pair(c["question"], tuple(clause_key(e["source"], e["clause"]) for e in c["expected"]))
-                          for c in store.export_cases() if c["expected"]]
+                pairs += [p for p in map(case_pair, store.export_cases()) if p is not None]
             finally:
                 store.close()
     if not pairs:

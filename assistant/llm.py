@@ -174,24 +174,22 @@ def named_refs(sentence: str, hits: Sequence[Any]) -> list[int]:
     return out
 
 
-def _only_holder(body: str, hits: Sequence[Any]) -> int | None:
-    """1 when an uncited sentence is what the best evidence clause says — the clause the gate
+def _first_clause_says(body: str, hits: Sequence[Any]) -> bool:
+    """Whether an uncited sentence is what the best evidence clause [1] says — the clause the gate
     and the offline answer stand on: [1] holds it word for word, or holds its words (support at
     least SUPPORT_RELABEL, SUPPORT_GAP above every other clause) — figures included; else None.
     A bare fact another clause holds ("48小时内" when [1] says 24) is not attributed: it may be the
     right figure of the wrong rule."""
     text = re.sub(r"[\s。！？!?，,；;：:、.]+", "", normalise(body))
     if not text or not hits:
-        return None
+        return False
     if text not in re.sub(r"\s+", "", normalise(hits[0].clause.text)):
         if len(_grams(body)) < 4:
-            return None  # too short to tell by its words
+            return False  # too short to tell by its words
         each = [support(body, [h.clause.text]) for h in hits]
         if each[0] < SUPPORT_RELABEL or each[0] - max(each[1:], default=0.0) < SUPPORT_GAP:
-            return None
-    if _canonical_figures(_ONE_PER.sub("", body)) - _canonical_figures(hits[0].clause.text):
-        return None
-    return 1
+            return False
+    return not _canonical_figures(_ONE_PER.sub("", body)) - _canonical_figures(hits[0].clause.text)
 
 
 def _with_markers(sentence: str, refs: Sequence[int]) -> str:
@@ -320,11 +318,10 @@ class LLMComposer:
                     # Nothing cited in the whole paragraph. Small models often answer with the bare
                     # fact ("24小时内", "500元/晚"): when it is what the best evidence clause says,
                     # it stands on that clause.
-                    attributed = _only_holder(body, hits)
-                    if attributed is None:
+                    if not _first_clause_says(body, hits):
                         continue  # nothing to stand on
-                    notes.append(f"attributed to [{attributed}]: {body.strip()[:60]}")
-                    sentence, refs = _with_markers(sentence, [attributed]), [attributed]
+                    notes.append(f"attributed to [1]: {body.strip()[:60]}")
+                    sentence, refs = _with_markers(sentence, [1]), [1]
                 # Parts that restate the asker's situation in the question's words (我工作七年了，…)
                 # are not claims about the rules; the rest of the sentence is what is checked. A
                 # sentence that only restates the question (an injected "公司同意给你涨薪50%") is not kept.

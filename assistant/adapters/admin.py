@@ -38,6 +38,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
+from assistant.adapters.web import bearer_token
 from assistant.config import Settings
 from assistant.curation import CurationError, clause_row, find_clause, open_curations
 from assistant.records import Records
@@ -227,10 +228,6 @@ def mount_admin(app: FastAPI, settings: Settings, assistant: Any, records: Recor
     admin_keys = set(settings.admin_key_list)
     job = IngestJob(settings)
     curations: list[Any] = []  # opened on first use, then shared
-
-    def bearer_token(request: Request) -> str:
-        header = request.headers.get("authorization", "")
-        return header[7:].strip() if header.lower().startswith("bearer ") else ""
 
     def fail(status: int, code: str, message: str) -> Exception:
         return api_error(status, code, message)  # type: ignore[call-arg]
@@ -505,7 +502,7 @@ def mount_admin(app: FastAPI, settings: Settings, assistant: Any, records: Recor
 
     @app.get("/v1/admin/curations.jsonl", summary="The corrections as eval cases (admin)")
     def export_curations(_admin: str = Depends(admin)) -> Response:
-        lines = "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in store().export_cases())
+        lines = store().export_jsonl()
         return Response(lines, media_type="application/x-ndjson; charset=utf-8",
                         headers={"Content-Disposition": 'attachment; filename="curated.jsonl"'})
 

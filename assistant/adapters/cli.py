@@ -201,7 +201,7 @@ def evaluate(
     cleanup: list[Path] = []
     if curated:
         store = open_curations(settings.data_dir)
-        cases = store.export_cases() if store is not None else []
+        cases = store.export_jsonl() if store is not None else ""
         if store is not None:
             store.close()
         if not cases:
@@ -209,8 +209,7 @@ def evaluate(
         else:
             folder = Path(tempfile.mkdtemp(prefix="rulebook-curated-"))
             cleanup.append(folder)
-            (folder / "curated.jsonl").write_text(
-                "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in cases), encoding="utf-8")
+            (folder / "curated.jsonl").write_text(cases, encoding="utf-8")
             paths.append(folder / "curated.jsonl")
     if not paths:
         err.print("[red]error:[/red] give case files (or --curated)")
@@ -585,7 +584,7 @@ def curate(
                     raise typer.Exit(1)
                 out.print(f"deleted {escape(delete)}")
             if export is not None:
-                lines = "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in store.export_cases())
+                lines = store.export_jsonl()
                 if str(export) == "-":
                     sys.stdout.write(lines)
                 else:

@@ -149,6 +149,12 @@ PAGE_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 's
             "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
 
+def bearer_token(request: Request) -> str:
+    """The token of an `Authorization: Bearer …` header ("" without one)."""
+    header = request.headers.get("authorization", "")
+    return header[7:].strip() if header.lower().startswith("bearer ") else ""
+
+
 def _caller_scope(client: str) -> str:
     """A short, stable, non-reversible name of a caller, for scoping its conversations."""
     import hashlib
@@ -202,9 +208,7 @@ def create_app(settings: Settings, assistant: Any = None, records: Records | Non
 
     def bearer(request: Request, accepted: set[str], needed: str) -> str:
         """The request's bearer token when it is one of `accepted`; otherwise a 401 (or 429)."""
-        header = request.headers.get("authorization", "")
-        return check_key(request, header[7:].strip() if header.lower().startswith("bearer ") else "", accepted,
-                         needed)
+        return check_key(request, bearer_token(request), accepted, needed)
 
     def check_key(request: Request, token: str, accepted: set[str], needed: str) -> str:
         """`token` when it is one of `accepted`; otherwise a 401 (or 429: failed attempts spend the
