@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     llm_max_retries: int = Field(2, ge=0, le=10)
     llm_temperature: float = 0.0
     llm_max_tokens: int = Field(400, ge=16, description="Longest answer the model may write.")
+    llm_max_evidence: int = Field(3, ge=1, le=10, description="How many of the best evidence clauses the "
+                                  "model is shown (fewer distract a small model less; the offline answer "
+                                  "may use more).")
     llm_overrule_decline: float | None = Field(
         None, ge=0.0, le=1.0, description="When the model declines (NO_ANSWER) but the evidence gate's "
         "confidence is at least this, answer offline instead of refusing; unset = a decline is a refusal.")

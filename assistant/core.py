@@ -669,6 +669,6 @@ def build_assistant(settings: Settings, composer: Composer | None = None,
     if composer is None and settings.llm:
         from assistant.llm import LLMComposer, make_chat_model
 
-        composer = LLMComposer(make_chat_model(settings), prompts)
+        composer = LLMComposer(make_chat_model(settings), prompts, max_evidence=settings.llm_max_evidence)
     embedder = embedder or make_embedder(settings.embedding)
     return Assistant(settings, embedder, tokenizer, prompts, composer)

@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from assistant.answering import DECLINE, DECLINE_ANYWHERE, Draft, Evidence, _bigrams, missing_kinds
+from assistant.answering import DECLINE, DECLINE_ANYWHERE, Draft, Evidence, _bigrams, _one_line, missing_kinds
 from assistant.config import Settings
 from assistant.errors import ComposerError, ConfigError
 from assistant.prompts import Prompts
@@ -35,7 +35,8 @@ _MARKER = re.compile(r"\[(\d{1,2})\]")
 # a sentence carrying any of it is prompt text, not an answer, whatever it cites.
 _SCAFFOLDING = re.compile(
     r"<<\s*/?SYS\s*>>|\[/?INST\]|<\|[a-z_]+\|>|<start_of_turn>|<end_of_turn>|\"\"\"|"
-    r"(?:^|\n)\s*(?:依据|问题|Evidence|Question)\s*[：:]|\[\d{1,2}\]\s*《",
+    r"(?:^|\n)\s*(?:依据|问题|条款|员工的问题|Evidence|Question|Clauses|The employee's question)\s*[：:]|"
+    r"\[\d{1,2}\]\s*《",
     re.IGNORECASE,
 )
 _SENTENCE = re.compile(r"[^。！？!?\n]+(?:[。！？!?]+|\n|$)")
@@ -133,6 +134,21 @@ def support(sentence: str, clause_texts: Sequence[str]) -> float:
     return sum(1 for g in grams if g in source) / len(grams)
 
 
+# Clause words (CJK bigrams, English words) an answer must state beyond the question's own words.
+ADDS_MIN = 2
+
+
+def adds_from_clauses(answer: str, question: str, clause_texts: Sequence[str]) -> bool:
+    """Whether the answer states something of its clauses that the question did not already say:
+    ADDS_MIN of the clauses' words, or a figure the clauses hold and the question does not."""
+    source = normalise("\n".join(clause_texts))
+    grams = _grams(answer) - _grams(question)
+    if sum(1 for g in grams if g in source) >= ADDS_MIN:
+        return True
+    figures = _canonical_figures(_ONE_PER.sub("", answer)) - _canonical_figures(question)
+    return bool(figures & set().union(*(_canonical_figures(t) for t in clause_texts)))
+
+
 def _claims(body: str, question: str, clause_texts: Sequence[str]) -> str:
     """The parts of a sentence (between commas) that say something about the rules: a part made of
     the question's words that its clauses do not hold is the asker's situation, left out. Empty
@@ -218,7 +234,7 @@ class LLMComposer:
 
     name = "llm"
 
-    def __init__(self, model, prompts: Prompts, max_evidence: int = 5) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, model, prompts: Prompts, max_evidence: int = 3) -> None:  # type: ignore[no-untyped-def]
         from langchain_core.output_parsers import StrOutputParser
         from langchain_core.prompts import ChatPromptTemplate
 
@@ -356,6 +372,12 @@ class LLMComposer:
             # something else (the offline composer's clause does state one, or the gate refused).
             notes.append(f"answer states no {', '.join(unstated)} the question asks for")
             used, answer = [], ""
+        if answer and not adds_from_clauses(_MARKER.sub("", answer), evidence.question,
+                                            [hits[n - 1].clause.text for n in used]):
+            # "不可以[5]。", "迟到一个多小时，没提前说算啥[1]": a bare yes/no or the question said back
+            # carries nothing its clause states, so nothing shows the clause was read.
+            notes.append("answer states nothing of its clauses beyond the question's words")
+            used, answer = [], ""
         citations = []
         for n in used:
             c = hits[n - 1].clause
@@ -363,6 +385,8 @@ class LLMComposer:
             quote = evidence.quote(c.text, evidence.plan) if evidence.quote else c.text[:200]
             citations.append(Citation(n=n, clause_id=c.clause_id, document=c.document, source=c.source,
                                       clause=c.label, path=c.path, quote=quote, content_hash=c.content_hash))
+        if citations:
+            answer = self._with_quotes(answer, citations, evidence.chinese)
         for note in notes:
             log.warning("llm answer checked: %s", note)
         if not citations:
@@ -370,6 +394,19 @@ class LLMComposer:
                          else "no valid citation in the model's answer")
         return Draft(text=answer, citations=tuple(citations), composer=self.name, notes=tuple(notes),
                      declined=declined and not citations)
+
+    def _with_quotes(self, answer: str, citations: Sequence[Citation], chinese: bool) -> str:
+        """The model's short answer first, then the verified quote of each clause it cites (the
+        offline answer's wording) — unless the model already wrote that quote out."""
+        said = re.sub(r"\s+", "", normalise(_MARKER.sub("", answer)))
+        lines = []
+        for i, c in enumerate(citations):
+            if re.sub(r"\s+", "", normalise(c.quote)) in said:
+                continue
+            template = self.prompts.lang("answer_extractive" if i == 0 else "answer_also", chinese)
+            lines.append(self.prompts.render(template, document=c.document, clause=c.clause,
+                                             quote=_one_line(c.quote), n=c.n))
+        return "\n\n".join([answer, "\n".join(lines)]) if lines else answer
 
     def rewrite(self, question: str, history: Sequence[Turn], chinese: bool) -> str:
         """A standalone version of a follow-up question; raises ComposerError on failure."""
