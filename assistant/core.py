@@ -517,6 +517,15 @@ class Assistant:
             log.warning("%s answer had no valid citation; answering offline", composer.name)
             state["outcome"] = "fallback"
             return verify_citations(extractive.compose(evidence), evidence.hits)[0]
+        first = {h.clause.clause_id for h in extractive.choose(evidence.hits)}
+        if not first & {c.clause_id for c in draft.citations}:
+            # The model answered from a clause retrieval ranked clearly lower, passing over the one
+            # the gate stands on (陪产假 answered from the 产假 clause, 事假 from the sick-leave
+            # one). A small model's sense of relevance is weaker than retrieval's: offline answer.
+            log.warning("%s answer cites none of the clauses ranked first; answering offline", composer.name)
+            state["checks"] = state.get("checks", ()) + ("the model's answer cites none of the clauses ranked first",)
+            state["outcome"] = "fallback"
+            return verify_citations(extractive.compose(evidence), evidence.hits)[0]
         state["outcome"] = "model"
         return draft
 

@@ -151,9 +151,16 @@ def test_words_of_one_clause_under_another_number_are_relabelled(sample_index: I
     evidence = a._gate(a._retrieve(asked, ()))
     numbers = {h.clause.label: n for n, h in enumerate(evidence.hits[:5], start=1)}
     assert {"第十条", "第十一条"} <= set(numbers), numbers
-    fake.script = [Reply(f"远程办公期间，职工应当在10:00至17:00保持在线[{numbers['第十条']}]。")]
+    n = numbers["第十条"]
+    fake.script = [Reply(f"职工经批准可以远程办公，每周最多2天[{n}]。"
+                         f"远程办公期间，职工应当在10:00至17:00保持在线[{n}]。")]
     answer = a.answer(asked)
-    assert answer.composer == "llm" and [c.clause for c in answer.citations] == ["第十一条"], answer.answer
+    assert answer.composer == "llm" and [c.clause for c in answer.citations] == ["第十条", "第十一条"], answer.answer
+    assert f"保持在线[{numbers['第十一条']}]" in answer.answer
+    # Answered from the lower-ranked clause alone, passing over the one ranked first: offline instead.
+    fake.script = [Reply(f"远程办公期间，职工应当在10:00至17:00保持在线[{n}]。")]
+    alone = a.answer(asked)
+    assert alone.outcome == "fallback" and "the model's answer cites none of the clauses ranked first" in alone.checks
 
 
 @pytest.mark.parametrize(
