@@ -306,13 +306,10 @@ class ExtractiveComposer:
             citations.append(Citation(n=n, clause_id=c.clause_id, document=c.document,
                                       source=c.source, clause=c.label, path=c.path, quote=q,
                                       content_hash=c.content_hash))
-            template = self.prompts.lang("answer_extractive" if n == 1 else "answer_also",
-                                         evidence.chinese)
             label = c.label
             if c.document in self.shared_titles:
                 label = f"（{c.source}）{label}" if evidence.chinese else f"({c.source}) {label}"
-            parts.append(self.prompts.render(template, document=c.document, clause=label,
-                                             quote=_one_line(q), n=n))
+            parts.append(quote_line(self.prompts, evidence.chinese, n == 1, c.document, label, q, n))
         if len(citations) > 1:
             # The clauses scored within a few percent of each other: say that several may apply
             # (ranked) rather than assert the first.
@@ -348,6 +345,12 @@ def _bigrams(text: str) -> set[str]:
 
 def _one_line(text: str) -> str:
     return re.sub(r"\s*\n\s*", " ", text)
+
+
+def quote_line(prompts: Prompts, chinese: bool, first: bool, document: str, clause: str, quote: str, n: int) -> str:
+    """One cited clause as answers show it: 根据《…》…：“quote”[n] (另见 … for the ones after the first)."""
+    template = prompts.lang("answer_extractive" if first else "answer_also", chinese)
+    return prompts.render(template, document=document, clause=clause, quote=_one_line(quote), n=n)
 
 
 def verify_citations(draft: Draft, hits: tuple[Hit, ...]) -> tuple[Draft, list[str]]:

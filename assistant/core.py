@@ -495,6 +495,10 @@ class Assistant:
         """Verify citations; a model answer left with no valid citation is replaced offline. A
         model that declines (the evidence does not answer the question) is a refusal."""
         draft, _problems = verify_citations(draft, evidence.hits)
+
+        def offline() -> Draft:
+            return verify_citations(extractive.compose(evidence), evidence.hits)[0]
+
         state["checks"] = state.get("checks", ()) + draft.notes
         if composer is extractive or draft.composer == extractive.name:
             state["outcome"] = "offline" if composer is extractive else "fallback"
@@ -509,14 +513,14 @@ class Assistant:
                 state["checks"] = state.get("checks", ()) + (f"decline overruled at confidence "
                                                              f"{state['confidence']:.2f}",)
                 state["outcome"] = "overruled"
-                return verify_citations(extractive.compose(evidence), evidence.hits)[0]
+                return offline()
             log.info("%s composer found no answer in the evidence; refusing", composer.name)
             state["outcome"] = "declined"
             return draft
         if not draft.citations:
             log.warning("%s answer had no valid citation; answering offline", composer.name)
             state["outcome"] = "fallback"
-            return verify_citations(extractive.compose(evidence), evidence.hits)[0]
+            return offline()
         first = {h.clause.clause_id for h in extractive.choose(evidence.hits)}
         if not first & {c.clause_id for c in draft.citations}:
             # The model answered from a clause retrieval ranked clearly lower, passing over the one
@@ -525,7 +529,7 @@ class Assistant:
             log.warning("%s answer cites none of the clauses ranked first; answering offline", composer.name)
             state["checks"] = state.get("checks", ()) + ("the model's answer cites none of the clauses ranked first",)
             state["outcome"] = "fallback"
-            return verify_citations(extractive.compose(evidence), evidence.hits)[0]
+            return offline()
         state["outcome"] = "model"
         return draft
 

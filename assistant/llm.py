@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from assistant.answering import DECLINE, DECLINE_ANYWHERE, Draft, Evidence, _bigrams, _one_line, missing_kinds
+from assistant.answering import DECLINE, DECLINE_ANYWHERE, Draft, Evidence, _bigrams, missing_kinds, quote_line
 from assistant.config import Settings
 from assistant.errors import ComposerError, ConfigError
 from assistant.prompts import Prompts
@@ -193,7 +193,7 @@ def named_refs(sentence: str, hits: Sequence[Any]) -> list[int]:
 def _first_clause_says(body: str, hits: Sequence[Any]) -> bool:
     """Whether an uncited sentence is what the best evidence clause [1] says — the clause the gate
     and the offline answer stand on: [1] holds it word for word, or holds its words (support at
-    least SUPPORT_RELABEL, SUPPORT_GAP above every other clause) — figures included; else None.
+    least SUPPORT_RELABEL, SUPPORT_GAP above every other clause) — figures included.
     A bare fact another clause holds ("48小时内" when [1] says 24) is not attributed: it may be the
     right figure of the wrong rule."""
     text = re.sub(r"[\s。！？!?，,；;：:、.]+", "", normalise(body))
@@ -234,7 +234,7 @@ class LLMComposer:
 
     name = "llm"
 
-    def __init__(self, model, prompts: Prompts, max_evidence: int = 3) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, model, prompts: Prompts, max_evidence: int) -> None:  # type: ignore[no-untyped-def]
         from langchain_core.output_parsers import StrOutputParser
         from langchain_core.prompts import ChatPromptTemplate
 
@@ -403,9 +403,7 @@ class LLMComposer:
         for i, c in enumerate(citations):
             if re.sub(r"\s+", "", normalise(c.quote)) in said:
                 continue
-            template = self.prompts.lang("answer_extractive" if i == 0 else "answer_also", chinese)
-            lines.append(self.prompts.render(template, document=c.document, clause=c.clause,
-                                             quote=_one_line(c.quote), n=c.n))
+            lines.append(quote_line(self.prompts, chinese, i == 0, c.document, c.clause, c.quote, c.n))
         return "\n\n".join([answer, "\n".join(lines)]) if lines else answer
 
     def rewrite(self, question: str, history: Sequence[Turn], chinese: bool) -> str:
