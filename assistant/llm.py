@@ -216,6 +216,19 @@ def _with_markers(sentence: str, refs: Sequence[int]) -> str:
     return sentence[:end].rstrip() + marks + sentence[end:]
 
 
+_NAME_FILLER = re.compile(r"[\s›>»\-—:：,，、;；。.《》“”\"'（）()\[\]]")
+
+
+def names_only(body: str, hits: Sequence[Any]) -> bool:
+    """True for a sentence that only names evidence clauses, the way the evidence header shows them
+    ("第五章 假期 › 第一节 年休假 › 第十六条", "第十五条"): a heading recited, not an answer."""
+    rest = body
+    names = {part for h in hits for part in (h.clause.document, h.clause.label, *h.clause.path) if part}
+    for name in sorted(names, key=len, reverse=True):
+        rest = rest.replace(name, "")
+    return rest != body and not _NAME_FILLER.sub("", rest)
+
+
 def _paragraphs(text: str) -> list[str]:
     return [p for p in re.split(r"\n\s*\n", text) if p.strip()]
 
@@ -318,6 +331,11 @@ class LLMComposer:
                     continue
                 if not body.strip():
                     continue  # markers with nothing said (their sentence was dropped) cite nothing
+                if names_only(body, hits):
+                    # A 0.5B model often answers with the evidence header ("[1] 第五章 假期 › 第一节
+                    # 年休假 › 第十六条"): the clause is named, nothing is said of it.
+                    notes.append(f"dropped sentence that only names a clause: {body.strip()[:60]}")
+                    continue
                 named = [n for n in named_refs(body, hits) if n not in valid]
                 if named:  # cited the way people cite (根据《…》第十条): give it the marker it lacks
                     sentence = _with_markers(sentence, named)

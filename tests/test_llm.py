@@ -437,3 +437,19 @@ def test_a_bare_yes_or_no_or_the_question_said_back_is_not_used(sample_index: In
     fake.script = [Reply("可以，职工经批准可以远程办公，每周最多2天[1]。")]
     b = llm_assistant(sample_index, fake).answer(question)
     assert b.outcome == "model" and "每周最多2天" in b.answer, (b.checks, b.answer)
+
+
+def test_a_clause_heading_recited_is_not_an_answer(sample_index: IndexedCorpus, fake: FakeOpenAI) -> None:
+    # What Qwen 0.5B writes to most questions: the evidence header of a clause, with its marker.
+    a = llm_assistant(sample_index, fake)
+    first = a._gate(a._retrieve(Q, ())).hits[0].clause
+    heading = " › ".join(first.path)
+    for reply in (f"[1] {heading}", f"{first.label}[1]", f"《{first.document}》 {heading}[1]\n{first.label}[1]"):
+        fake.script = [Reply(reply)]
+        b = a.answer(Q)
+        assert b.outcome == "fallback" and any(x.startswith("dropped sentence that only names a clause")
+                                               for x in b.checks), (reply, b.checks)
+    # Named as the source of what it says, the heading is a citation, and the answer is the model's.
+    fake.script = [Reply(f"根据{heading}，一般咨询应当在24小时内答复客户。")]
+    c = a.answer(Q)
+    assert c.outcome == "model" and "24小时" in c.answer, (c.checks, c.answer)
