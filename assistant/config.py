@@ -77,6 +77,21 @@ class Settings(BaseSettings):
     llm_overrule_decline: float | None = Field(
         None, ge=0.0, le=1.0, description="When the model declines (NO_ANSWER) but the evidence gate's "
         "confidence is at least this, answer offline instead of refusing; unset = a decline is a refusal.")
+    llm_write: bool = Field(True, description="false = the model only judges (RULEBOOK_LLM_JUDGE); every "
+                            "answer is the offline composer's, with its exact quotes.")
+    llm_judge: bool = Field(False, description="Before answering, ask the model whether the clause the answer "
+                            "stands on answers the question (a one-token reply read against the thresholds "
+                            "below; needs an endpoint that honours `logit_bias`).")
+    llm_judge_refuse_below: float | None = Field(
+        -0.72, description="Refuse when log P(yes) − log P(no) is below this; unset = the judge never refuses. "
+        "Measured for Qwen2.5-Coder-1.5B-Instruct (eval/TUNING.md); another model needs its own.")
+    llm_judge_overrule_above: float | None = Field(
+        0.2, description="When the model declines to write an answer (NO_ANSWER) but the judge's log-odds is "
+        "at least this, answer offline instead of refusing; unset = a decline is a refusal.")
+    llm_judge_words: str = Field("是,否", description="The judge's answer words, yes first (one token each).")
+    llm_judge_token_ids: str | None = Field(
+        None, description="Their token ids in the model's vocabulary, yes first; unset = looked up on the "
+        "server (llama.cpp's servers have a tokenize endpoint; hosted models need them set).")
 
     # web
     host: str = "127.0.0.1"
@@ -138,6 +153,12 @@ class Settings(BaseSettings):
         if v is not None and not 0.0 <= v <= 1.0:
             raise ValueError("must be between 0 and 1")
         return v
+
+    @field_validator("llm_judge_refuse_below", "llm_judge_overrule_above", mode="before")
+    @classmethod
+    def _off(cls, v: object) -> object:
+        # A reading with a default is switched off by setting it empty (or "off").
+        return None if isinstance(v, str) and v.strip().lower() in {"", "off", "none"} else v
 
     @property
     def api_key_list(self) -> list[str]:

@@ -35,6 +35,7 @@ from assistant.effective import asks_about_the_past
 from assistant.errors import ComposerError
 from assistant.followup import FollowUp, decide, with_context
 from assistant.history import ClauseHistory
+from assistant.judge import Judge
 from assistant.learned import LearnError, learned_for, resource_path
 from assistant.nearmiss import UnlistedKinds, states_no_rule
 from assistant.prompts import Prompts, load_prompts
@@ -94,7 +95,7 @@ class Assistant:
     """Answers questions from the index generation that `CURRENT` names, switching when it moves."""
 
     def __init__(self, settings: Settings, embedder, tokenizer: Tokenizer,  # type: ignore[no-untyped-def]
-                 prompts: Prompts, composer: Composer | None = None) -> None:
+                 prompts: Prompts, composer: Composer | None = None, judge: Judge | None = None) -> None:
         from ingest.pipeline import embedder_name
 
         self.settings = settings
@@ -108,6 +109,7 @@ class Assistant:
         self.gate = EvidenceGate(settings.gate_threshold if settings.gate_threshold is not None
                                  else DEFAULT_GATE_THRESHOLD)
         self.composer = composer  # None → the extractive composer of the loaded index
+        self.judge = judge  # the model asked whether the first clause answers (RULEBOOK_LLM_JUDGE)
         self.layout = Layout(settings.data_dir)
         self._loaded: _Loaded | None = None
         self._lock = threading.Lock()
@@ -437,7 +439,31 @@ class Assistant:
                 state["draft"] = draft
                 state["confidence"] = max(state["confidence"], self.gate.threshold)
                 return state
+        if evidence is not None and self._judged_out(state, evidence):
+            evidence = None
         return self._draft(state, evidence)
+
+    def _judged_out(self, state: dict, evidence: Evidence) -> bool:
+        """Ask the judge (when configured) whether the clause the answer stands on answers the
+        question; True when it does not (the state then holds the refusal). An owner's correction
+        is not judged, and a judge that fails changes nothing."""
+        if self.judge is None or state.get("curated"):
+            return False
+        first = state["loaded"].extractive.choose(evidence.hits)[0].clause
+        try:
+            verdict = self.judge.verdict(evidence, first.text, writes=self.composer is not None)
+        except ComposerError as exc:
+            log.warning("judge failed (%s); answering without it", exc)
+            state["checks"] = state.get("checks", ()) + (f"judge failed: {exc}",)
+            return False
+        state["judge_sure"] = verdict.sure
+        if verdict.answers:
+            return False
+        log.info("judge: %s does not answer %r; refusing", first.label, evidence.question[:80])
+        state["checks"] = state.get("checks", ()) + ("the judge found the clause does not answer the question",)
+        state["outcome"] = "judged"
+        state["draft"] = Draft(text="", citations=(), composer="judge", declined=True)
+        return True
 
     def _change_log(self, state: dict) -> Draft | None:
         """"What changed in X?": the newest recorded update of the document the question is about
@@ -503,6 +529,13 @@ class Assistant:
         if composer is extractive or draft.composer == extractive.name:
             state["outcome"] = "offline" if composer is extractive else "fallback"
             return draft
+        if draft.declined and state.get("judge_sure"):
+            # Small models decline questions their evidence answers; the judge, reading the same
+            # clause, found that it does: the offline answer is given.
+            log.info("%s composer declined where the judge found an answer; answering offline", composer.name)
+            state["checks"] = state.get("checks", ()) + ("decline overruled by the judge",)
+            state["outcome"] = "overruled"
+            return offline()
         if draft.declined:
             overrule = self.settings.llm_overrule_decline
             if overrule is not None and state["confidence"] >= overrule:
@@ -540,6 +573,8 @@ class Assistant:
         yield "retrieval", state["result"].hits
         stream = getattr(self.composer, "stream_raw", None)
         evidence = self._gate(state)
+        if evidence is not None and self._judged_out(state, evidence):
+            evidence = None
         if evidence is not None and stream is not None:
             extractive: ExtractiveComposer = state["loaded"].extractive
             pieces: list[str] = []
@@ -679,9 +714,16 @@ def build_assistant(settings: Settings, composer: Composer | None = None,
     user_dicts = (settings.user_dict,) if settings.user_dict else ()
     tokenizer = shared_tokenizer(user_dicts)
     prompts = load_prompts(settings.prompts_dir)
-    if composer is None and settings.llm:
+    judge = None
+    if settings.llm and (composer is None or settings.llm_judge):
         from assistant.llm import LLMComposer, make_chat_model
 
-        composer = LLMComposer(make_chat_model(settings), prompts, max_evidence=settings.llm_max_evidence)
+        model = make_chat_model(settings)
+        if composer is None and settings.llm_write:
+            composer = LLMComposer(model, prompts, max_evidence=settings.llm_max_evidence)
+        if settings.llm_judge:
+            from assistant.judge import make_judge
+
+            judge = make_judge(settings, model, prompts)
     embedder = embedder or make_embedder(settings.embedding)
-    return Assistant(settings, embedder, tokenizer, prompts, composer)
+    return Assistant(settings, embedder, tokenizer, prompts, composer, judge)

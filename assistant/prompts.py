@@ -32,7 +32,17 @@ REQUIRED: dict[str, set[str]] = {
     "llm_user_en": {"evidence", "question"},
     "rewrite_zh": {"history", "question"},
     "rewrite_en": {"history", "question"},
+    # The judge (assistant.judge): one prompt for every question, its answer words set by
+    # RULEBOOK_LLM_JUDGE_WORDS; the thresholds in eval/TUNING.md were measured with this wording.
+    "judge_system": set(),
+    "judge_user": {"clause", "question"},
 }
+
+
+# Added after custom prompt folders existed: when a custom RULEBOOK_PROMPTS_DIR lacks them, the
+# bundled files are used, so a folder copied from an earlier release keeps working.
+SINCE_LATER = {"judge_system", "judge_user"}
+BUNDLED = Path(__file__).resolve().parents[1] / "prompts"
 
 
 def variables(template: str) -> set[str]:
@@ -56,6 +66,8 @@ def load_prompts(directory: Path, required: dict[str, set[str]] | None = None) -
     templates: dict[str, str] = {}
     for name, needed in required.items():
         path = directory / f"{name}.txt"
+        if name in SINCE_LATER and not path.exists():
+            path = BUNDLED / f"{name}.txt"
         try:
             text = path.read_text(encoding="utf-8").rstrip("\n")
         except FileNotFoundError as exc:

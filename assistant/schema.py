@@ -99,7 +99,8 @@ class Answer:
     # How it was composed, for evaluation and logs (not part of the answer JSON): "offline" (no
     # model configured), "model" (the model's checked text), "fallback" (a model is configured but
     # the offline composer answered), "declined" (the model found no answer: a refusal), "overruled" (it
-    # declined where the gate was confident enough to answer offline; RULEBOOK_LLM_OVERRULE_DECLINE), "gate"
+    # declined where the gate, or the judge, was confident enough to answer offline), "judged" (the
+    # judge found the first clause does not answer: a refusal; RULEBOOK_LLM_JUDGE), "gate"
     # (refused below the evidence gate); and what the checks did to the model's reply.
     outcome: str = "offline"
     checks: tuple[str, ...] = ()

@@ -143,10 +143,13 @@ def compute(results: list[CaseResult]) -> dict[str, Any]:
         for r in mc
     )
     # With a model configured: whose text the answers were, and why the model's was not used.
-    if any(r.outcome in {"model", "fallback", "declined", "overruled"} for r in results):
-        composed = [r for r in results if r.outcome in {"model", "fallback", "declined", "overruled"}]
-        m["composer"] = {o: sum(1 for r in composed if r.outcome == o)
-                         for o in ("model", "fallback", "declined", "overruled")}
+    # ("judged": the judge found the first clause does not answer, a refusal; with a judge and no
+    # writing model the rest are "offline".)
+    kinds = ("model", "fallback", "declined", "overruled", "judged")
+    if any(r.outcome in kinds for r in results):
+        composed = [r for r in results if r.outcome in kinds or (r.outcome == "offline" and r.checks)]
+        m["composer"] = {o: n for o in (*kinds, "offline") if (n := sum(1 for r in results if r.outcome == o))
+                         or o in kinds[:4]}
         grounded = [r for r in results if r.grounded]
         m["model_written"] = (sum(1 for r in grounded if r.outcome == "model") / len(grounded)
                               if grounded else None)

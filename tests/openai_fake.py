@@ -26,6 +26,8 @@ class FakeOpenAI(LoopbackServer):
         self.requests: list[dict[str, Any]] = []
         self.script: list[Reply | Callable[[dict[str, Any]], Reply]] = []
         self.default: Reply | Callable[[dict[str, Any]], Reply] | None = None
+        # llama-cpp-python's tokenizer endpoint (POST /extras/tokenize {"input": …}): word → token ids
+        self.vocabulary: dict[str, list[int]] = {}
         self._lock = threading.Lock()
         fake = self
 
@@ -34,6 +36,13 @@ class FakeOpenAI(LoopbackServer):
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+                if self.path.endswith("/extras/tokenize"):
+                    tokens = fake.vocabulary.get(body.get("input", ""))
+                    if tokens is None:
+                        self._send(404, b'{"detail": "Not Found"}', "application/json", {})
+                    else:
+                        self._send(200, json.dumps({"tokens": tokens}).encode(), "application/json", {})
+                    return
                 with fake._lock:
                     fake.requests.append(body)
                     step = fake.script.pop(0) if fake.script else fake.default

@@ -120,3 +120,25 @@ def test_a_chinese_model_s_good_answers_reach_the_user_checked(sample_index: Ind
     for q in ("食堂几点开饭？", "你好"):
         refused = assistant.answer(q)
         assert not refused.grounded and refused.outcome == "gate", q  # below the gate, no model call
+
+
+def test_the_judge_on_a_real_chinese_model(sample_index: IndexedCorpus, qwen_server: str) -> None:
+    """Qwen 1.5B as the judge over offline answers: the server's tokenizer gives the answer tokens,
+    its greedy decoding honours the logit bias, and at the default threshold a near miss the offline
+    gate lets through is refused while answerable questions keep their offline answer."""
+    def assistant(**overrides: object):  # type: ignore[no-untyped-def]
+        settings = make_settings(sample_index.settings.data_dir, llm="openai:qwen", llm_base_url=qwen_server,
+                                 llm_timeout=300, llm_max_retries=0, llm_judge=True, llm_write=False, **overrides)
+        return build_assistant(settings, embedder=sample_index.assistant.embedder)
+
+    near_miss = "年假可以转让给同事吗？"
+    assert sample_index.assistant.answer(near_miss).grounded  # offline, the gate lets it through
+    judged = assistant()
+    refused = judged.answer(near_miss)
+    assert not refused.grounded and refused.outcome == "judged", refused.checks
+    for q in ("客户咨询多久内要答复？", "出差住酒店每晚最多报销多少？"):
+        a = judged.answer(q)
+        assert a.grounded and a.outcome == "offline" and a.answer == sample_index.assistant.answer(q).answer, a.checks
+    # The bias moves the verdict: no clause passes a threshold of +100, every clause one of −100.
+    assert assistant(llm_judge_refuse_below=100.0).answer("客户咨询多久内要答复？").outcome == "judged"
+    assert assistant(llm_judge_refuse_below=-100.0).answer(near_miss).grounded
