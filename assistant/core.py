@@ -447,11 +447,13 @@ class Assistant:
         """Ask the judge (when configured) whether the clause the answer stands on answers the
         question; True when it does not (the state then holds the refusal). An owner's correction
         is not judged, and a judge that fails changes nothing."""
-        if self.judge is None or state.get("curated"):
+        judge = self.judge
+        chosen = state["loaded"].extractive.choose(evidence.hits) if judge is not None else []
+        if judge is None or not chosen or state.get("curated"):
             return False
-        first = state["loaded"].extractive.choose(evidence.hits)[0].clause
+        first = chosen[0].clause
         try:
-            verdict = self.judge.verdict(evidence, first.text, writes=self.composer is not None)
+            verdict = judge.verdict(evidence, first.text, writes=self.composer is not None)
         except ComposerError as exc:
             log.warning("judge failed (%s); answering without it", exc)
             state["checks"] = state.get("checks", ()) + (f"judge failed: {exc}",)

@@ -166,6 +166,20 @@ def scale_section(after: dict[str, Any], before: dict[str, Any] | None = None) -
     return lines
 
 
+def llm_section(results: dict) -> list[str]:
+    """The answer path with a chat model (eval/benchmarks/llm.py's saved figures)."""
+    from eval.benchmarks.llm import table
+
+    return ["", "## With a chat model", "",
+            f"`python -m eval.benchmarks.llm` on {results['measured']} with {results['model']}; judge thresholds "
+            f"{results['refuse_below']} / {results['overrule_above']}; modes run: {', '.join(results['modes'])} "
+            "(`judge`: the model judges, the answers are the offline ones; `write`: the model writes; "
+            "`write+judge`: both; figures of the writing modes on this machine are in `eval/TUNING.md`). "
+            "`tuned` pools the two sets the judge's thresholds were set on, `held out` the two blind sample sets. "
+            "A mode whose model replies were partly replayed from an earlier run (`--replies`) shows no latency.",
+            "", *table(results)]
+
+
 def build_report(data_dir: Path, cmrc: Path | None, stard: Path | None = None) -> str:
     settings = load_settings(data_dir=data_dir)
     make = assistant_factory()
@@ -197,6 +211,9 @@ def build_report(data_dir: Path, cmrc: Path | None, stard: Path | None = None) -
                   f"{fmt(c.get('ingest_s'))} |"]
     if stard and stard.exists():
         lines += stard_section(json.loads(stard.read_text(encoding="utf-8")))
+    llm = HERE / "benchmarks" / "llm-results.json"
+    if llm.exists():
+        lines += llm_section(json.loads(llm.read_text(encoding="utf-8")))
     if (HERE / "scale-results.json").exists():
         before = HERE / "scale-results-before.json"
         lines += scale_section(json.loads((HERE / "scale-results.json").read_text(encoding="utf-8")),
