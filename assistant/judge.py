@@ -77,7 +77,8 @@ class Judge:
     """One-token verdicts from a chat model (a LangChain chat model speaking the OpenAI protocol)."""
 
     def __init__(self, model: Any, prompts: Prompts, ids: tuple[int, int] | Callable[[], tuple[int, int]],
-                 refuse_below: float | None, overrule_above: float | None, yes_word: str = "是") -> None:
+                 refuse_below: float | None, overrule_above: float | None, yes_word: str = "是",
+                 self_hosted: bool = True) -> None:
         from langchain_core.output_parsers import StrOutputParser
         from langchain_core.prompts import ChatPromptTemplate
 
@@ -85,6 +86,9 @@ class Judge:
         # The token ids, or how to look them up (on first use: the server may start after us).
         self._ids = ids
         self.yes_word = yes_word
+        # Self-hosted servers read the classic `max_tokens` (see make_chat_model); hosted APIs take
+        # LangChain's `max_completion_tokens` alone.
+        self._extra = {"extra_body": {"max_tokens": 1} if self_hosted else {}}
         self.refuse_below = refuse_below
         self.overrule_above = overrule_above
         self._template = ChatPromptTemplate.from_messages([
@@ -100,8 +104,7 @@ class Judge:
                 raise ComposerError(str(exc)) from exc
         yes, no = self._ids
         bias = {str(yes): LIFT - threshold, str(no): LIFT}
-        # `max_tokens` also in the body: self-hosted servers read the classic field (see make_chat_model).
-        model = self.model.bind(logit_bias=bias, max_tokens=1, temperature=0.0, extra_body={"max_tokens": 1})
+        model = self.model.bind(logit_bias=bias, max_tokens=1, temperature=0.0, **self._extra)
         try:
             reply = (self._template | model | self._parser).invoke(inputs)
         except Exception as exc:  # timeouts, 4xx/5xx, malformed output
@@ -139,4 +142,4 @@ def make_judge(settings: Any, model: Any, prompts: Prompts) -> Judge:
     else:
         raise ConfigError("RULEBOOK_LLM_JUDGE needs RULEBOOK_LLM_JUDGE_TOKEN_IDS for a hosted model")
     return Judge(model, prompts, ids, settings.llm_judge_refuse_below, settings.llm_judge_overrule_above,
-                 yes_word=words[0])
+                 yes_word=words[0], self_hosted=bool(settings.llm_base_url))

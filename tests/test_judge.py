@@ -195,3 +195,23 @@ def test_a_prompt_folder_from_before_the_judge_still_loads(tmp_path) -> None:  #
     (custom / "judge_user.txt").write_text("{question}\n", "utf-8")  # one of its own is checked as usual
     with pytest.raises(Exception, match="judge_user"):
         load_prompts(custom)
+
+
+def test_hosted_models_get_only_the_modern_length_field(fake: FakeOpenAI) -> None:
+    from assistant.answering import Evidence
+    from assistant.judge import Judge
+    from assistant.llm import make_chat_model
+    from assistant.prompts import load_prompts
+
+    from .conftest import ROOT
+
+    model = Model({Q: 1.0})
+    fake.default = model
+    chat = make_chat_model(Settings(llm="openai:m", llm_base_url=fake.base_url, llm_api_key="k", llm_max_retries=0))
+    evidence = Evidence(question=Q, plan=None, hits=(), chinese=True)  # type: ignore[arg-type]
+    for self_hosted in (True, False):
+        judge = Judge(chat, load_prompts(ROOT / "prompts"), (YES, NO), -0.72, None, self_hosted=self_hosted)
+        assert judge.verdict(evidence, "一般咨询应当在24小时内答复。", writes=False).answers
+        body = model.judged[-1]
+        assert body["max_completion_tokens"] == 1
+        assert body.get("max_tokens") == (1 if self_hosted else None)  # never the answer cap of 400
