@@ -448,8 +448,10 @@ class Assistant:
         question; True when it does not (the state then holds the refusal). An owner's correction
         is not judged, and a judge that fails changes nothing."""
         judge = self.judge
-        chosen = state["loaded"].extractive.choose(evidence.hits) if judge is not None else []
-        if judge is None or not chosen or state.get("curated"):
+        if judge is None or state.get("curated"):
+            return False
+        chosen = state["loaded"].extractive.choose(evidence.hits)
+        if not chosen:
             return False
         first = chosen[0].clause
         try:

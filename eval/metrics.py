@@ -145,11 +145,13 @@ def compute(results: list[CaseResult]) -> dict[str, Any]:
     # With a model configured: whose text the answers were, and why the model's was not used.
     # ("judged": the judge found the first clause does not answer, a refusal; with a judge and no
     # writing model the rest are "offline".)
-    kinds = ("model", "fallback", "declined", "overruled", "judged")
+    always = ("model", "fallback", "declined", "overruled")  # counted even when 0
+    kinds = (*always, "judged")
     if any(r.outcome in kinds for r in results):
+        # An offline answer with checks is one a failed judge request left as it was.
         composed = [r for r in results if r.outcome in kinds or (r.outcome == "offline" and r.checks)]
         m["composer"] = {o: n for o in (*kinds, "offline") if (n := sum(1 for r in results if r.outcome == o))
-                         or o in kinds[:4]}
+                         or o in always}
         grounded = [r for r in results if r.grounded]
         m["model_written"] = (sum(1 for r in grounded if r.outcome == "model") / len(grounded)
                               if grounded else None)

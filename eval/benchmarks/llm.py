@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.config import load_settings
-from eval.metrics import compute
+from eval.metrics import compute, fmt
 from eval.runner import assistant_factory, run
 from ingest.pipeline import ingest
 
@@ -49,8 +49,6 @@ MODES: dict[str, dict[str, Any]] = {
 }
 TUNED = ("sample_75", "near_miss_blind")  # where the judge's default thresholds were set
 HELD_OUT = ("sample_rulebook_blind", "sample_rulebook_blind_2")
-FIGURES = ("refusal_recall", "wrongly_refused", "any_expected_cited", "must_contain", "citation_precision",
-           "model_written", "latency_p50_ms", "latency_p95_ms")
 
 
 class ReplayCache:
@@ -61,7 +59,6 @@ class ReplayCache:
         from langchain_core.messages import AIMessage
         from langchain_core.outputs import ChatGeneration
 
-        self.path = path
         self.counts = {"replayed": 0, "sent": 0}
         counts = self.counts
         store: dict[str, str] = {}
@@ -135,10 +132,6 @@ def measure(modes: list[str], data_dir: Path | None, replies: ReplayCache | None
 
 def table(results: dict[str, Any]) -> list[str]:
     """Markdown: one row per set and mode."""
-    def fmt(v: Any) -> str:
-        return "–" if v is None else f"{v:.0f}" if isinstance(v, float) and v > 10 else f"{v:.3f}" \
-            if isinstance(v, float) else str(v)
-
     lines = ["| set | mode | unanswerable refused | answerable wrongly refused | expected cited | must_contain "
              "| citation precision | model-written | outcomes | p50 / p95 ms |",
              "|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
