@@ -115,6 +115,8 @@ def test_english_interface(server: tuple[str, Records], browser) -> None:  # typ
 
 
 def test_what_changed_view(browser, rulebook_copy: Path, warm_data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
     from assistant.adapters.web import create_app
     from ingest.pipeline import ingest
 
@@ -126,8 +128,8 @@ def test_what_changed_view(browser, rulebook_copy: Path, warm_data_dir: Path) ->
         try:
             page.goto(root + "/")
             page.click("#changes")  # one version only: nothing to compare yet
-            page.wait_for_selector(".msg.changes")
-            assert "还没有可以比较的修订" in page.locator(".msg.changes").last.inner_text()
+            # The view is added first and filled when the reply arrives: wait for the text itself.
+            expect(page.locator(".msg.changes").last).to_contain_text("还没有可以比较的修订")
             service = rulebook_copy / "客户服务标准.md"
             revised = service.read_text(encoding="utf-8").replace("一般咨询在24小时内答复", "一般咨询在12小时内答复", 1)
             service.write_text(revised, encoding="utf-8")
