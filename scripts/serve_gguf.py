@@ -5,7 +5,7 @@
 The same server as `python -m llama_cpp.server --model MODEL.gguf`, with one difference: llama.cpp's
 AMX repacking of weights is switched off. On CPUs that report AMX (many cloud VMs) that path
 crashes on the first completion (`ggml_backend_amx_mul_mat`); without it the plain CPU kernels run.
-Needs `pip install "llama-cpp-python[server]"`.
+Needs `pip install "llama-cpp-python[server]==0.3.36"` (the version the figures of eval/REPORT.md were measured with).
 """
 
 from __future__ import annotations
