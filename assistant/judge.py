@@ -28,6 +28,7 @@ from typing import Any
 
 from assistant.answering import Evidence
 from assistant.errors import ComposerError, ConfigError
+from assistant.llm import classic_length
 from assistant.prompts import Prompts
 
 log = logging.getLogger(__name__)
@@ -86,9 +87,7 @@ class Judge:
         # The token ids, or how to look them up (on first use: the server may start after us).
         self._ids = ids
         self.yes_word = yes_word
-        # Self-hosted servers read the classic `max_tokens` (see make_chat_model); hosted APIs take
-        # LangChain's `max_completion_tokens` alone.
-        self._extra = {"extra_body": {"max_tokens": 1} if self_hosted else {}}
+        self._length = classic_length(1, self_hosted)
         self.refuse_below = refuse_below
         self.overrule_above = overrule_above
         self._template = ChatPromptTemplate.from_messages([
@@ -104,7 +103,7 @@ class Judge:
                 raise ComposerError(str(exc)) from exc
         yes, no = self._ids
         bias = {str(yes): LIFT - threshold, str(no): LIFT}
-        model = self.model.bind(logit_bias=bias, max_tokens=1, temperature=0.0, **self._extra)
+        model = self.model.bind(logit_bias=bias, max_tokens=1, temperature=0.0, **self._length)
         try:
             reply = (self._template | model | self._parser).invoke(inputs)
         except Exception as exc:  # timeouts, 4xx/5xx, malformed output

@@ -46,6 +46,16 @@ _FIGURE = re.compile(
 )
 
 
+def classic_length(max_tokens: int, self_hosted: bool) -> dict[str, Any]:
+    """Bind/constructor arguments that also send the length cap as the classic `max_tokens`.
+
+    langchain-openai sends it as `max_completion_tokens`, which self-hosted OpenAI-compatible
+    servers (llama.cpp, vLLM, Ollama) ignore: a small model then writes thousands of tokens. They
+    read `max_tokens`. Hosted APIs take the modern field alone: their `extra_body` is empty, which
+    also clears one a model was constructed with when this is bound over it."""
+    return {"extra_body": {"max_tokens": max_tokens} if self_hosted else {}}
+
+
 def make_chat_model(settings: Settings):  # type: ignore[no-untyped-def]
     """The chat model named by RULEBOOK_LLM (any provider `init_chat_model` supports)."""
     try:
@@ -57,10 +67,7 @@ def make_chat_model(settings: Settings):  # type: ignore[no-untyped-def]
                               "max_retries": settings.llm_max_retries, "max_tokens": settings.llm_max_tokens}
     if settings.llm_base_url:
         kwargs["base_url"] = settings.llm_base_url
-        # langchain-openai sends the length cap as `max_completion_tokens`, which self-hosted
-        # OpenAI-compatible servers (llama.cpp, vLLM, Ollama) ignore: a small model then writes
-        # thousands of tokens. They read the classic `max_tokens`.
-        kwargs["extra_body"] = {"max_tokens": settings.llm_max_tokens}
+        kwargs.update(classic_length(settings.llm_max_tokens, self_hosted=True))
     if settings.llm_api_key:
         kwargs["api_key"] = settings.llm_api_key
     elif settings.llm_base_url:
