@@ -108,6 +108,27 @@ def _runs(text: str) -> set[str]:
     return {text[i : i + PROMPT_RUN] for i in range(len(text) - PROMPT_RUN + 1)}
 
 
+_EXAMPLE_BREAK = re.compile(r"^---[ \t]*$", re.M)
+
+
+def examples(template: str) -> tuple[str, list[tuple[str, str]]]:
+    """The worked exchanges of an `llm_examples_*` template: its evidence and (question, answer)
+    pairs. Blocks are separated by lines of `---`: the evidence as the model is shown it, then a
+    question, its answer, the next question… An empty template has none."""
+    if not template.strip():
+        return "", []
+    blocks = [b.strip() for b in _EXAMPLE_BREAK.split(template)]
+    if len(blocks) < 3 or len(blocks) % 2 == 0 or not all(blocks):
+        raise ConfigError("An llm_examples prompt must hold the evidence, then a question and its answer (and "
+                          "more pairs if wanted), each block separated by a line of ---.")
+    return blocks[0], list(zip(blocks[1::2], blocks[2::2], strict=True))
+
+
+def _literal(text: str) -> str:
+    """Text for a chat prompt template that takes no variables."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
 _MARKERS_AFTER_STOP = re.compile(r"([。！？!?]+[ \t]*\n?|\n)[ \t]*((?:\[\d{1,2}\][ \t]*)+)")
 
 
@@ -266,14 +287,22 @@ class LLMComposer:
             run for name in ("llm_system_zh", "llm_system_en", "llm_user_zh", "llm_user_en")
             for run in _runs(normalise(re.sub(r"\{\w+\}", "", prompts.templates[name])))
         }
+        # The worked examples' answers and clauses: a sentence repeating one is the example
+        # recited, unless the served rulebook's evidence says the same (`_recites_example`).
+        self._example_runs: set[str] = set()
         self.max_evidence = max_evidence
         self._chains = {}
         for lang in ("zh", "en"):
-            template = ChatPromptTemplate.from_messages([
-                ("system", prompts.templates[f"llm_system_{lang}"]),
-                ("human", prompts.templates[f"llm_user_{lang}"]),
-            ])
-            self._chains[lang] = template | model | StrOutputParser()
+            messages = [("system", prompts.templates[f"llm_system_{lang}"])]
+            shown, exchanges = examples(prompts.templates[f"llm_examples_{lang}"])
+            for question, answer in exchanges:
+                user = prompts.render(f"llm_user_{lang}", evidence=shown, question=question)
+                messages += [("human", _literal(user)), ("ai", _literal(answer))]
+                self._example_runs |= _runs(normalise(_MARKER.sub("", answer)))
+            if exchanges:
+                self._example_runs |= _runs(normalise(shown))
+            messages.append(("human", prompts.templates[f"llm_user_{lang}"]))
+            self._chains[lang] = ChatPromptTemplate.from_messages(messages) | model | StrOutputParser()
 
     def _inputs(self, evidence: Evidence) -> tuple[str, dict[str, str]]:
         shown = Evidence(evidence.question, evidence.plan, evidence.hits[: self.max_evidence], evidence.chinese,
@@ -305,6 +334,13 @@ class LLMComposer:
         log.info("llm reply to %r: %r", evidence.question[:80], text)
         return self.check(text, evidence)
 
+    def _recites_example(self, runs: set[str], hits: Sequence[Any]) -> bool:
+        shared = runs & self._example_runs
+        if not shared:
+            return False
+        said = set().union(*(_runs(normalise(h.clause.text)) for h in hits))
+        return bool(shared - said)
+
     def check(self, text: str, evidence: Evidence) -> Draft:
         """Ground the model's text in the evidence (see the module docstring)."""
         hits = evidence.hits[: self.max_evidence]
@@ -333,7 +369,8 @@ class LLMComposer:
                     notes.append(f"dropped citation [{n}]: not in the evidence")
                     sentence = sentence.replace(f"[{n}]", "")
                 body = _MARKER.sub("", sentence)
-                if _SCAFFOLDING.search(sentence) or _runs(normalise(body)) & self._prompt_runs:
+                runs = _runs(normalise(body))
+                if _SCAFFOLDING.search(sentence) or runs & self._prompt_runs or self._recites_example(runs, hits):
                     notes.append(f"dropped sentence echoing the prompt: {body.strip()[:60]}")
                     continue
                 if not body.strip():

@@ -30,6 +30,11 @@ REQUIRED: dict[str, set[str]] = {
     "llm_system_en": set(),
     "llm_user_zh": {"evidence", "question"},
     "llm_user_en": {"evidence", "question"},
+    # Worked exchanges shown to the answering model before the question (assistant.llm.examples):
+    # blocks separated by "---" lines, the evidence first, then question, answer, question, answer…
+    # An empty file shows none.
+    "llm_examples_zh": set(),
+    "llm_examples_en": set(),
     "rewrite_zh": {"history", "question"},
     "rewrite_en": {"history", "question"},
     # The judge (assistant.judge): one prompt for every question, its answer words set by
@@ -41,7 +46,7 @@ REQUIRED: dict[str, set[str]] = {
 
 # Added after custom prompt folders existed: when a custom RULEBOOK_PROMPTS_DIR lacks them, the
 # bundled files are used, so a folder copied from an earlier release keeps working.
-SINCE_LATER = {"judge_system", "judge_user"}
+SINCE_LATER = {"judge_system", "judge_user", "llm_examples_zh", "llm_examples_en"}
 BUNDLED = Path(__file__).resolve().parents[1] / "prompts"
 
 

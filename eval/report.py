@@ -174,7 +174,7 @@ def llm_section(results: dict) -> list[str]:
             f"`python -m eval.benchmarks.llm` on {results['measured']} with {results['model']}; judge thresholds "
             f"{results['refuse_below']} / {results['overrule_above']}; modes run: {', '.join(results['modes'])} "
             "(`judge`: the model judges, the answers are the offline ones; `write`: the model writes; "
-            "`write+judge`: both; figures of the writing modes on this machine are in `eval/TUNING.md`). "
+            "`write+judge`: both; how the prompts and thresholds were chosen is in `eval/TUNING.md`). "
             "`tuned` pools the two sets the judge's thresholds were set on, `held out` the two blind sample sets. "
             "A mode whose model replies were partly replayed from an earlier run (`--replies`) shows no latency.",
             "", *table(results)]
