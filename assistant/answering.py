@@ -69,8 +69,9 @@ ANSWER_KINDS: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
     "duration": (
         re.compile(_WHICH + r"(?:天|个月|年|周|个?小时|个?工作日)|多久|多长时间|多少天|"
                    r"how long|how many (?:days|weeks|months|years|hours)", re.IGNORECASE),
-        re.compile(_NUMERAL + r"\s*个?(?:天|日|周|星期|月|年|小时|分钟|秒|工作日)|当[天日]|次日|即时|立即|"
-                   r"\d+\s*(?:seconds?|minutes?|hours?|days?|weeks?|months?|years?)|immediately",
+        re.compile(_NUMERAL + r"\s*个?(?:天|日|周|星期|月|年|小时|分钟|秒|工作日|学时|课时)|当[天日]|次日|即时|立即|"
+                   r"\d+\s*(?:(?:working|business|calendar) )?(?:seconds?|minutes?|hours?|days?|weeks?|months?|years?)|"
+                   r"immediately",
                    re.IGNORECASE),
     ),
     "date": (

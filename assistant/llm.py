@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -149,8 +150,11 @@ _CITING = re.compile(r"《[^》]{1,60}》|第[零〇一二两三四五六七八�
 
 
 def _grams(text: str) -> set[str]:
-    text = _CITING.sub(" ", normalise(text))
-    return _bigrams(text) | set(re.findall(r"[a-z]{3,}", text))
+    """CJK character bigrams and Latin words of three letters or more. The words are read before
+    `normalise` drops the spaces: glued together, a whole English sentence made two or three "words",
+    too few to judge, and no English answer was ever checked against its clause."""
+    words = set(re.findall(r"[a-z]{3,}", _CITING.sub(" ", unicodedata.normalize("NFKC", text).lower())))
+    return _bigrams(_CITING.sub(" ", normalise(text))) | words
 
 
 def support(sentence: str, clause_texts: Sequence[str]) -> float:
@@ -177,11 +181,16 @@ def adds_from_clauses(answer: str, question: str, clause_texts: Sequence[str]) -
     return bool(figures & set().union(*(_canonical_figures(t) for t in clause_texts)))
 
 
+# Commas, semicolons and colons between the parts of a sentence; not a colon or comma inside a
+# figure (12:00, 1,500元), which would come back from the parts as another number.
+_PART_BREAK = re.compile(r"[，；;]|(?<!\d)[,:：]|[,:：](?!\d)")
+
+
 def _claims(body: str, question: str, clause_texts: Sequence[str]) -> str:
     """The parts of a sentence (between commas) that say something about the rules: a part made of
     the question's words that its clauses do not hold is the asker's situation, left out. Empty
     when nothing else is left."""
-    parts = [p for p in re.split(r"[，,；;：:]", body) if p.strip()]
+    parts = [p for p in _PART_BREAK.split(body) if p.strip()]
     situation = [support(p, [question]) >= SUPPORT_RELABEL and support(p, clause_texts) < SUPPORT_MIN
                  and len(_grams(p)) >= 2 for p in parts]
     if all(situation):
@@ -216,6 +225,30 @@ def named_refs(sentence: str, hits: Sequence[Any]) -> list[int]:
             continue
         out.append(n)
     return out
+
+
+def _article_markers(sentence: str, hits: Sequence[Any], notes: list[str]) -> str:
+    """A marker beyond the evidence that is an article's number: "迟到30分钟以上按旷工处理[8]" written
+    over evidence whose clause 第八条 is [1]. Small models mix up the evidence's numbering with the
+    articles'. Read as that clause when exactly one evidence clause is 第n条; otherwise left as it is
+    (and dropped as not in the evidence)."""
+    from ingest.structure import cn_number
+
+    def article(label: str) -> int:
+        m = re.fullmatch(r"第([零〇一二两三四五六七八九十百千\d]+)条", normalise(label))
+        return cn_number(m.group(1)) if m else -1
+
+    def read(m: re.Match[str]) -> str:
+        n = int(m.group(1))
+        if 1 <= n <= len(hits):
+            return m.group(0)
+        same = [i for i, h in enumerate(hits, start=1) if article(h.clause.label) == n]
+        if len(same) != 1:
+            return m.group(0)
+        notes.append(f"read citation [{n}] as {hits[same[0] - 1].clause.label} [{same[0]}]")
+        return f"[{same[0]}]"
+
+    return _MARKER.sub(read, sentence)
 
 
 def _first_clause_says(body: str, hits: Sequence[Any]) -> bool:
@@ -363,6 +396,7 @@ class LLMComposer:
                     continue
                 # Anywhere else the token is never shown (a model reciting its instructions quotes it).
                 sentence = DECLINE_ANYWHERE.sub("", sentence)
+                sentence = _article_markers(sentence, hits, notes)
                 refs = [int(x) for x in _MARKER.findall(sentence)]
                 valid = [n for n in refs if 1 <= n <= len(hits)]
                 for n in set(refs) - set(valid):

@@ -508,3 +508,55 @@ def test_example_templates_are_read_block_by_block(template: str, count: int) ->
 def test_a_malformed_example_template_fails_at_start(template: str) -> None:
     with pytest.raises(ConfigError, match="llm_examples"):
         examples(template)
+
+
+def test_clock_times_in_an_answer_are_the_clauses_figures(sample_index: IndexedCorpus, fake: FakeOpenAI) -> None:
+    """Qwen 1.5B's "午休是12:00至13:00，…[1]" was dropped: the sentence was cut into parts at the
+    colons and put back as "12，00", read as the number 1200, which no clause states."""
+    from assistant.llm import _claims
+
+    assert _claims("我想问一下午休，午休是12:00至13:00，报销上限1,500元", "我想问一下午休",
+                   ["12:00至13:00，1,500元"]) == "午休是12:00至13:00，报销上限1,500元"
+    fake.script = [Reply("午休是12:00至13:00，不算在8小时里[1]。")]
+    a = llm_assistant(sample_index, fake).answer("午休是几点到几点？算不算在8小时里")
+    assert a.outcome == "model" and a.answer.startswith("午休是12:00至13:00"), (a.answer, a.checks)
+
+
+def test_a_marker_that_is_an_article_number_cites_that_article(sample_index: IndexedCorpus,
+                                                               fake: FakeOpenAI) -> None:
+    """Small models write the article's number as the marker ("…按旷工处理[8]" for 第八条, which is
+    evidence [1]): read as that clause when exactly one evidence clause has the number."""
+    fake.script = [Reply("迟到30分钟以上，按旷工处理[8]。")]
+    a = llm_assistant(sample_index, fake).answer("迟到多少分钟算旷工？")
+    assert a.outcome == "model" and [c.clause for c in a.citations] == ["第八条"], (a.answer, a.checks)
+    n = a.citations[0].n
+    assert a.answer.startswith(f"迟到30分钟以上，按旷工处理[{n}]") and "[8]" not in a.answer
+    assert any(x.startswith("read citation [8] as 第八条") for x in a.checks)
+
+
+def test_english_sentences_are_checked_word_by_word(sample_index: IndexedCorpus, fake: FakeOpenAI) -> None:
+    """English words were glued together by normalisation, so an English sentence made two or three
+    "words", too few to judge: "…and there is no limit per month" passed over a clause setting a
+    monthly limit. Over a Chinese clause an English claim now has nothing to stand on but its
+    figures: a short fact is kept, a long sentence is not."""
+    from assistant.llm import support
+
+    clause = ["Staff working remotely must reply to messages within 30 minutes and stay online 10:00-17:00."]
+    assert support("Staff must reply to messages within 30 minutes", clause) == 1.0
+    assert support("Managers can extend the reply deadline without any limit per month", clause) < 0.3
+    question = "How soon do we have to answer a general enquiry?"
+    fake.script = [Reply("Within 24 hours[1].")]
+    a = llm_assistant(sample_index, fake).answer(question)
+    assert a.outcome == "model", (a.answer, a.checks)
+    fake.script = [Reply("You have 24 hours to answer it, and there is no limit on extensions per month[1].")]
+    b = llm_assistant(sample_index, fake).answer(question)
+    assert b.outcome == "fallback" and "no limit" not in b.answer, (b.answer, b.checks)
+
+
+@pytest.mark.parametrize("question, answer", [("新员工入职培训要多长时间？", "不少于40学时[1]。"),
+                                              ("How long do I have to fix a missing punch?", "3 working days[1].")])
+def test_durations_in_class_hours_and_working_days_are_durations(question: str, answer: str) -> None:
+    from assistant.answering import missing_kinds
+
+    assert missing_kinds(question, [answer]) == []
+    assert missing_kinds(question, ["须由直属上级审批[1]。"]) == ["duration"]
