@@ -232,10 +232,10 @@ def _article_markers(sentence: str, hits: Sequence[Any], notes: list[str]) -> st
     over evidence whose clause 第八条 is [1]. Small models mix up the evidence's numbering with the
     articles'. Read as that clause when exactly one evidence clause is 第n条; otherwise left as it is
     (and dropped as not in the evidence)."""
-    from ingest.structure import cn_number
+    from ingest.structure import NUM, cn_number
 
     def article(label: str) -> int:
-        m = re.fullmatch(r"第([零〇一二两三四五六七八九十百千\d]+)条", normalise(label))
+        m = re.fullmatch(rf"第({NUM})条", normalise(label))
         return cn_number(m.group(1)) if m else -1
 
     def read(m: re.Match[str]) -> str:
